@@ -1,0 +1,36 @@
+# imgcast build, test and demo entry points. Every recipe runs under
+# bash -euo pipefail, so a failing stage of a pipeline fails the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+GO ?= go
+BUILD := build
+
+.PHONY: build deps check test test-quick clean
+
+build:
+	$(GO) build ./...
+
+## deps: install Debian packages and Go modules the tests and the demo need.
+deps:
+	scripts/deps.sh
+
+## check: formatting and vet.
+check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+## test: everything, including the namespace and QEMU tests (needs root).
+## Packages run one at a time: the VM and network tests measure the same two
+## cores and must not compete with each other.
+test: deps check
+	$(GO) test -p 1 -count=1 -timeout 80m ./...
+
+## test-quick: unit tests only (skips namespace and VM tests).
+test-quick: check
+	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
+
+clean:
+	rm -rf $(BUILD)

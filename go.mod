@@ -1,0 +1,3 @@
+module github.com/imgcast/imgcast
+
+go 1.26
