@@ -168,10 +168,13 @@ func RestorePartition(ctx context.Context, src io.Reader, t *Target, opts Option
 }
 
 // firstErr prefers a digest mismatch, which explains any decoding error
-// that follows it.
+// that follows it, and marks a compressed stream cut short as truncated.
 func firstErr(dg *digester, err error) error {
 	if dg != nil && dg.err != nil {
 		return dg.err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrTruncated) {
+		return fmt.Errorf("%w: %w", ErrTruncated, err)
 	}
 	return err
 }
@@ -237,7 +240,7 @@ func copyRaw(ctx context.Context, in io.Reader, t *Target, w *blockWriter) error
 		if b == nil {
 			return w.err
 		}
-		n, err := io.ReadFull(in, b.buf)
+		n, err := fill(in, b.buf)
 		if n > 0 {
 			if t.size >= 0 && pos+int64(n) > t.size {
 				return &ImageFitError{Target: t.name, DeviceSize: pos + int64(n), Room: t.size}
@@ -248,7 +251,7 @@ func copyRaw(ctx context.Context, in io.Reader, t *Target, w *blockWriter) error
 				return w.err
 			}
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF {
 			return nil
 		}
 		if err != nil {

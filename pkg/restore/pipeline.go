@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"errors"
 	"io"
 	"sync"
 )
@@ -43,7 +42,7 @@ func (ra *readahead) produce(r io.Reader) {
 		case <-ra.stop:
 			return
 		}
-		n, err := io.ReadFull(r, buf[:cap(buf)])
+		n, err := fill(r, buf[:cap(buf)])
 		if n > 0 {
 			select {
 			case ra.full <- buf[:n]:
@@ -52,13 +51,25 @@ func (ra *readahead) produce(r io.Reader) {
 			}
 		}
 		if err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = io.EOF
-			}
 			ra.err = err
 			return
 		}
 	}
+}
+
+// fill reads until buf is full or r fails. Unlike io.ReadFull it passes
+// errors on as they are: io.EOF only for a clean end, so a decompressor's
+// io.ErrUnexpectedEOF (a cut stream) stays an error.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (ra *readahead) Read(p []byte) (int, error) {
