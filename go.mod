@@ -7,6 +7,7 @@ require (
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/klauspost/compress v1.20.3
 	github.com/zeebo/xxh3 v1.1.0
+	golang.org/x/sys v0.49.0
 )
 
 require (
@@ -19,5 +20,4 @@ require (
 	github.com/pkg/xattr v0.4.12 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/ulikunitz/xz v0.5.15 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 )
