@@ -229,6 +229,9 @@ func ParseSHA256Sums(b []byte) (map[string][]byte, error) {
 			return nil, fmt.Errorf("sha256 list line %d: not \"<64 hex digits>  <name>\"", line)
 		}
 		name = filepath.Base(name)
+		if checkName(name) != nil {
+			return nil, fmt.Errorf("sha256 list line %d: %q is not a file name", line, name)
+		}
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("sha256 list line %d: %s listed twice", line, name)
 		}
