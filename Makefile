@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean
+.PHONY: build deps check test test-quick clean bench-restore
 
 build:
 	$(GO) build ./...
@@ -31,6 +31,11 @@ test: deps check
 ## test-quick: unit tests only (skips namespace and VM tests).
 test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
+
+## bench-restore: imgcast restore-partition vs zstd -dc | partclone.restore on
+## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
+bench-restore:
+	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
 
 clean:
 	rm -rf $(BUILD)
