@@ -119,6 +119,8 @@ type Client struct {
 	Remote    string    `json:"remote"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	// Age is how many seconds ago the latest report came, when listed.
+	Age float64 `json:"age_seconds"`
 	// Note is the server's remark about this client, e.g. that it became
 	// ready after the multicast session had started.
 	Note string `json:"note,omitempty"`
