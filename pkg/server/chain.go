@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/imgcast/imgcast/pkg/fogmc"
 	"github.com/imgcast/imgcast/pkg/status"
@@ -79,20 +79,18 @@ func (c *chain) send(ctx context.Context, i int) error {
 	// server, which stops the sender itself and logs it; Pdeathsig, so the
 	// sender dies with the server even if the server is killed outright.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = c.stopGrace
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
+	prefix := fmt.Sprintf("udp-sender[p%d :%d] ", s.Partition, c.cfg.Port(i))
+	out := &senderOutput{chain: c, index: i, prefix: prefix}
+	stdout, stderr := out.writer(), out.writer()
+	// Writers, not pipes we read ourselves: Wait then waits for the output
+	// to be copied, but no longer than WaitDelay if a child of the sender
+	// holds the pipe open.
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// Pdeathsig fires when the thread that forked the child exits, and Go
 	// may retire threads: keep this goroutine on its thread until Wait.
 	runtime.LockOSThread()
@@ -101,22 +99,19 @@ func (c *chain) send(ctx context.Context, i int) error {
 		c.session.finished(i, status.StreamFailed, "", "udp-sender did not start: "+err.Error())
 		return fmt.Errorf("starting %s: %w", c.cfg.Program, err)
 	}
-	prefix := fmt.Sprintf("udp-sender[p%d :%d] ", s.Partition, c.cfg.Port(i))
-	c.log.Printf("%s: pid %d: %s %s", describeStream(s), cmd.Process.Pid, c.cfg.Program, strings.Join(args, " "))
+	pid := cmd.Process.Pid
+	// Signal the sender's whole process group (its own, see Setpgid).
+	cmd.Cancel = func() error { return syscall.Kill(-pid, syscall.SIGTERM) }
+	c.log.Printf("%s: pid %d: %s %s", describeStream(s), pid, c.cfg.Program, strings.Join(args, " "))
 	c.session.update(i, func(x *status.Stream) { x.State = status.StreamWaiting })
 
-	out := &senderOutput{chain: c, index: i, prefix: prefix}
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() { defer readers.Done(); out.scan(stderr) }()
-	go func() { defer readers.Done(); out.scan(stdout) }()
-
 	fed := make(chan error, 1)
-	go func() { fed <- c.feed(stdin, header, s, func() { _ = cmd.Process.Kill() }) }()
+	go func() { fed <- c.feed(stdin, header, s, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }) }()
 
-	readers.Wait()
 	waitErr := cmd.Wait()
 	feedErr := <-fed
+	stdout.flush()
+	stderr.flush()
 
 	exit := "exit status 0"
 	if cmd.ProcessState != nil {
@@ -130,10 +125,10 @@ func (c *chain) send(ctx context.Context, i int) error {
 		reason = feedErr.Error()
 	case waitErr != nil:
 		reason = fmt.Sprintf("udp-sender failed (%s)%s", exit, out.lastWords())
-	case feedErr != nil:
-		reason = fmt.Sprintf("udp-sender stopped reading its input (%v)%s", feedErr, out.lastWords())
 	case !out.sawStart:
 		reason = "udp-sender exited without sending" + out.lastWords()
+	case feedErr != nil:
+		reason = fmt.Sprintf("udp-sender stopped reading its input (%v)%s", feedErr, out.lastWords())
 	}
 	if reason != "" {
 		c.log.Printf("%s%s; %s", prefix, exit, reason)
@@ -211,15 +206,12 @@ type senderOutput struct {
 	lastProgress time.Time
 }
 
-func (o *senderOutput) scan(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Split(splitLines)
-	for sc.Scan() {
-		o.line(strings.TrimSpace(sc.Text()))
-	}
-}
+// writer returns a writer for one of the sender's output streams that
+// passes each complete line to line.
+func (o *senderOutput) writer() *lineWriter { return &lineWriter{line: o.line} }
 
 func (o *senderOutput) line(l string) {
+	l = strings.TrimFunc(l, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
 	if l == "" {
 		return
 	}
@@ -269,14 +261,33 @@ func (o *senderOutput) lastWords() string {
 	return `; it said: "` + strings.Join(o.last, `" / "`) + `"`
 }
 
-// splitLines splits on \n and on \r, which udp-sender uses to redraw its
-// progress line.
-func splitLines(data []byte, atEOF bool) (int, []byte, error) {
-	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
-		return i + 1, data[:i], nil
+// lineWriter splits what is written to it into lines, ending at \n or at
+// \r (which udp-sender uses to redraw its progress line).
+type lineWriter struct {
+	line func(string)
+	buf  []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexAny(w.buf, "\r\n")
+		if i < 0 {
+			break
+		}
+		w.line(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
 	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil
+	if len(w.buf) > 64<<10 { // a runaway line: pass it on in pieces
+		w.flush()
 	}
-	return 0, nil, nil
+	return len(p), nil
+}
+
+// flush passes on an unterminated last line.
+func (w *lineWriter) flush() {
+	if len(w.buf) > 0 {
+		w.line(string(w.buf))
+		w.buf = nil
+	}
 }

@@ -3,8 +3,11 @@ package server
 import (
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,7 +28,7 @@ const maxReportSize = 1 << 20
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// GET patterns also answer HEAD; other methods get 405.
-	mux.Handle("GET /images/", http.StripPrefix("/images", http.FileServerFS(s.root.FS())))
+	mux.Handle("GET /images/", http.StripPrefix("/images", http.FileServerFS(imagesFS{s.root.FS(), s.cfg.Log})))
 	mux.HandleFunc("GET /boot.ipxe", s.serveBootScript)
 	mux.HandleFunc("GET /vmlinuz", s.serveFile(s.cfg.Kernel, "--kernel"))
 	for i, f := range s.cfg.Initrds {
@@ -42,6 +45,24 @@ func (s *Server) routes() http.Handler {
 		w.Write(statusPage)
 	})
 	return mux
+}
+
+// imagesFS is the images folder as clients see it. os.Root already refuses
+// names and symlinks that lead outside it; imagesFS turns that refusal
+// (and any error other than "not found") into "permission denied", which
+// the file server answers with 403 instead of 500, and logs it.
+type imagesFS struct {
+	fsys fs.FS
+	log  *log.Logger
+}
+
+func (i imagesFS) Open(name string) (fs.File, error) {
+	f, err := i.fsys.Open(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
+		i.log.Printf("images: refused %s: %v", name, err)
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	}
+	return f, err
 }
 
 func initrdPath(i int) string {
