@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"sort"
 	"sync"
@@ -8,6 +9,13 @@ import (
 
 	"github.com/imgcast/imgcast/pkg/status"
 )
+
+// maxClients bounds how many machines the server keeps records of, so a
+// flood of made-up MACs cannot exhaust its memory.
+const maxClients = 10000
+
+// errTooManyClients is returned for a new MAC when maxClients are known.
+var errTooManyClients = errors.New("the server already keeps the status of too many machines")
 
 // clients keeps the latest report of every machine, by MAC.
 type clients struct {
@@ -24,7 +32,7 @@ func newClients() *clients {
 // newest report wins; the inventory, sent only with "ready", is kept until
 // a new one comes. note, if not empty, replaces the server's remark about
 // the client; a new ready report clears an old remark.
-func (c *clients) update(rep status.Report, remote, note string) status.Client {
+func (c *clients) update(rep status.Report, remote, note string) (status.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
@@ -34,6 +42,9 @@ func (c *clients) update(rep status.Report, remote, note string) status.Client {
 	}
 	cl, ok := c.m[rep.MAC]
 	if !ok {
+		if len(c.m) >= maxClients {
+			return status.Client{}, errTooManyClients
+		}
 		cl = &status.Client{FirstSeen: now}
 		c.m[rep.MAC] = cl
 	}
@@ -53,7 +64,7 @@ func (c *clients) update(rep status.Report, remote, note string) status.Client {
 	if note != "" {
 		cl.Note = note
 	}
-	return *cl
+	return *cl, nil
 }
 
 // list returns every client, sorted by MAC, with Age filled in.

@@ -182,7 +182,11 @@ func (s *Server) receiveReport(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	prev := s.clients.get(rep.MAC)
-	cl := s.clients.update(rep, r.RemoteAddr, note)
+	cl, err := s.clients.update(rep, r.RemoteAddr, note)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	if prev == nil || prev.State != cl.State || prev.Partition != cl.Partition || cl.Note != prev.Note {
 		s.cfg.Log.Print(describeClient(cl))
 	}

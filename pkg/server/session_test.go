@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,29 @@ func TestSessionSnapshotIsACopy(t *testing.T) {
 	}
 }
 
+// must is update for tests: it fails the test on an error.
+func must(t *testing.T) func(status.Client, error) status.Client {
+	return func(c status.Client, err error) status.Client {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+}
+
+func TestClientsAreBounded(t *testing.T) {
+	c := newClients()
+	for i := range maxClients {
+		must(t)(c.update(status.Report{MAC: fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16, (i>>8)&0xff, i&0xff), State: status.Ready}, "10.0.0.1:1", ""))
+	}
+	if _, err := c.update(status.Report{MAC: "02:ff:ff:ff:ff:ff", State: status.Ready}, "10.0.0.1:1", ""); err == nil {
+		t.Error("a client beyond the bound was accepted")
+	}
+	// Known machines can still report.
+	must(t)(c.update(status.Report{MAC: "02:00:00:00:00:05", State: status.Done}, "10.0.0.1:1", ""))
+}
+
 func TestClientsMerge(t *testing.T) {
 	c := newClients()
 	now := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
@@ -99,10 +123,10 @@ func TestClientsMerge(t *testing.T) {
 	inv := &inventory.Machine{MemoryBytes: 256 << 20}
 	a, b := "52:54:00:00:00:0a", "52:54:00:00:00:0b"
 
-	c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:40000", "")
-	c.update(status.Report{MAC: a, State: status.Ready, IP: "10.0.0.11", Inventory: inv, Seq: 1}, "10.0.0.11:40000", "")
+	must(t)(c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:40000", ""))
+	must(t)(c.update(status.Report{MAC: a, State: status.Ready, IP: "10.0.0.11", Inventory: inv, Seq: 1}, "10.0.0.11:40000", ""))
 	now = now.Add(3 * time.Second)
-	got := c.update(status.Report{MAC: a, State: status.Receiving, IP: "10.0.0.11", Partition: 1, Bytes: 10, Seq: 2}, "10.0.0.11:40001", "")
+	got := must(t)(c.update(status.Report{MAC: a, State: status.Receiving, IP: "10.0.0.11", Partition: 1, Bytes: 10, Seq: 2}, "10.0.0.11:40001", ""))
 	if got.Inventory != inv {
 		t.Error("the inventory of the ready report was lost by a later report without one")
 	}
@@ -125,15 +149,15 @@ func TestClientsMerge(t *testing.T) {
 	}
 
 	// A note sticks to the client until it is ready again.
-	c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:1", "late")
-	if got := c.update(status.Report{MAC: b, State: status.Failed, Seq: 2, Error: "x"}, "10.0.0.12:1", ""); got.Note != "late" {
+	must(t)(c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:1", "late"))
+	if got := must(t)(c.update(status.Report{MAC: b, State: status.Failed, Seq: 2, Error: "x"}, "10.0.0.12:1", "")); got.Note != "late" {
 		t.Errorf("note lost: %+v", got)
 	}
-	if got := c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:1", ""); got.Note != "" {
+	if got := must(t)(c.update(status.Report{MAC: b, State: status.Ready, Seq: 1}, "10.0.0.12:1", "")); got.Note != "" {
 		t.Errorf("note kept after a new ready: %+v", got)
 	}
 	// A rebooted client (sequence back at 1) replaces its old record.
-	if got := c.update(status.Report{MAC: a, State: status.Ready, Seq: 1}, "10.0.0.11:2", ""); got.State != status.Ready || got.Seq != 1 {
+	if got := must(t)(c.update(status.Report{MAC: a, State: status.Ready, Seq: 1}, "10.0.0.11:2", "")); got.State != status.Ready || got.Seq != 1 {
 		t.Errorf("reboot not taken: %+v", got)
 	}
 }
