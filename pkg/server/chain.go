@@ -73,7 +73,18 @@ func (c *chain) send(ctx context.Context, i int) error {
 			return err
 		}
 	}
-	args := c.cfg.Args(i)
+	receivers := c.cfg.Clients
+	if i > 0 {
+		// Wait only for the machines that got the previous partition: one
+		// that died on the way would otherwise hold everyone up for
+		// --max-wait (or for ever, without it).
+		if got := c.session.completed(i - 1); got > 0 && got < receivers {
+			c.log.Printf("partition %d waits for the %d receiver(s) that completed partition %d, not %d", s.Partition, got, c.streams[i-1].Partition, receivers)
+			receivers = got
+		}
+	}
+	c.session.update(i, func(x *status.Stream) { x.Expected = receivers })
+	args := c.cfg.Args(i, receivers)
 	cmd := c.command(ctx, c.cfg.Program, args...)
 	// Its own process group, so a Ctrl-C on the terminal reaches only the
 	// server, which stops the sender itself and logs it; Pdeathsig, so the

@@ -37,10 +37,10 @@ func (s *syncBuffer) String() string {
 }
 
 // fakeSender runs script with sh in place of udp-sender; the script sees
-// udp-sender's arguments and $port, the value of --portbase.
+// udp-sender's arguments in $args and the value of --portbase in $port.
 func fakeSender(script string) CommandFunc {
 	return func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		pre := `while [ $# -gt 0 ]; do [ "$1" = --portbase ] && port=$2; shift; done` + "\n"
+		pre := `args="$*"; while [ $# -gt 0 ]; do [ "$1" = --portbase ] && port=$2; shift; done` + "\n"
 		return exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", pre + script, "udp-sender"}, args...)...)
 	}
 }
@@ -258,5 +258,39 @@ func TestStoppingTheServerStopsTheSender(t *testing.T) {
 				t.Errorf("second stream %s, want pending (never started)", s.Streams[1].State)
 			}
 		})
+	}
+}
+
+// A machine that was dropped from one partition (or never came) is not
+// waited for in the next one.
+func TestLaterPartitionsWaitOnlyForReceiversThatCompleted(t *testing.T) {
+	out := t.TempDir()
+	f := start(t, map[string][]byte{"d1p1.img": []byte("1"), "d1p2.img": []byte("2"), "d1p3.img": []byte("3")}, fmt.Sprintf(`
+echo "$args" > %s/args.$port
+if [ $port = 9000 ]; then
+  for n in 0 1 2; do echo "New connection from 10.0.0.1$n  (#$n) 00000009" >&2; done
+  echo "Starting transfer: 00000009" >&2
+  echo "Dropping client #1 because of timeout" >&2
+else
+  echo "New connection from 10.0.0.10  (#0) 00000009" >&2
+  echo "New connection from 10.0.0.12  (#1) 00000009" >&2
+  echo "Starting transfer: 00000009" >&2
+fi
+cat >/dev/null`, out), func(c *Config) { c.Sender.Clients = 3 })
+	s := f.waitChain(t)
+	if s.Phase != status.Finished {
+		t.Fatalf("session = %+v", s)
+	}
+	if d := s.Streams[0].Dropped; len(d) != 1 || d[0] != "10.0.0.11" {
+		t.Errorf("dropped = %v, want [10.0.0.11]", d)
+	}
+	for port, want := range map[string]string{"9000": "--min-receivers 3", "9002": "--min-receivers 2", "9004": "--min-receivers 2"} {
+		b, err := os.ReadFile(filepath.Join(out, "args."+port))
+		if err != nil || !strings.Contains(string(b)+" ", want+" ") {
+			t.Errorf("port %s: args %q (%v), want %q", port, b, err, want)
+		}
+	}
+	if e := []int{s.Streams[0].Expected, s.Streams[1].Expected, s.Streams[2].Expected}; e[0] != 3 || e[1] != 2 || e[2] != 2 {
+		t.Errorf("expected receivers %v, want [3 2 2]", e)
 	}
 }

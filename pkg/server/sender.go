@@ -38,15 +38,15 @@ type SenderConfig struct {
 // Port returns the port base of stream i.
 func (c SenderConfig) Port(i int) int { return c.PortBase + 2*i }
 
-// Args returns udp-sender's arguments for stream i. The data comes on
-// stdin, so there is no --file, and --nokbd keeps udp-sender from taking
-// stdin for a keyboard.
-func (c SenderConfig) Args(i int) []string {
+// Args returns udp-sender's arguments for stream i, which waits for
+// receivers receivers. The data comes on stdin, so there is no --file, and
+// --nokbd keeps udp-sender from taking stdin for a keyboard.
+func (c SenderConfig) Args(i, receivers int) []string {
 	args := []string{
 		"--nokbd",
 		"--interface", c.Interface,
 		"--portbase", strconv.Itoa(c.Port(i)),
-		"--min-receivers", strconv.Itoa(c.Clients),
+		"--min-receivers", strconv.Itoa(receivers),
 	}
 	if c.MaxWait > 0 {
 		args = append(args, "--max-wait", seconds(c.MaxWait))

@@ -9,32 +9,36 @@ import (
 
 func TestSenderArgs(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		cfg   SenderConfig
-		index int
-		want  string
+		name      string
+		cfg       SenderConfig
+		index     int
+		receivers int
+		want      string
 	}{
 		{
-			name: "minimal",
-			cfg:  SenderConfig{Interface: "br0", PortBase: 9000, Clients: 2},
-			want: "--nokbd --interface br0 --portbase 9000 --min-receivers 2",
+			name:      "minimal",
+			cfg:       SenderConfig{Interface: "br0", PortBase: 9000, Clients: 2},
+			receivers: 2,
+			want:      "--nokbd --interface br0 --portbase 9000 --min-receivers 2",
 		},
 		{
-			name:  "third partition, waits rounded up to seconds",
-			cfg:   SenderConfig{Interface: "eth1", PortBase: 9000, Clients: 30, MaxWait: 90*time.Second + time.Millisecond, MinWait: 500 * time.Millisecond},
-			index: 2,
-			want:  "--nokbd --interface eth1 --portbase 9004 --min-receivers 30 --max-wait 91 --min-wait 1",
+			name:      "third partition, waits rounded up to seconds",
+			cfg:       SenderConfig{Interface: "eth1", PortBase: 9000, Clients: 30, MaxWait: 90*time.Second + time.Millisecond, MinWait: 500 * time.Millisecond},
+			index:     2,
+			receivers: 28,
+			want:      "--nokbd --interface eth1 --portbase 9004 --min-receivers 28 --max-wait 91 --min-wait 1",
 		},
 		{
 			name: "pass-through options",
 			cfg: SenderConfig{Interface: "br0", PortBase: 63100, Clients: 1, RetriesUntilDrop: 50, MaxBitrate: "600m",
 				FEC: "8x8/128", RdvAddress: "239.1.2.3", TTL: 32, Extra: []string{"--slice-size", "64"}},
-			index: 1,
-			want:  "--nokbd --interface br0 --portbase 63102 --min-receivers 1 --retries-until-drop 50 --max-bitrate 600m --fec 8x8/128 --mcast-rdv-address 239.1.2.3 --ttl 32 --slice-size 64",
+			index:     1,
+			receivers: 1,
+			want:      "--nokbd --interface br0 --portbase 63102 --min-receivers 1 --retries-until-drop 50 --max-bitrate 600m --fec 8x8/128 --mcast-rdv-address 239.1.2.3 --ttl 32 --slice-size 64",
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got := strings.Join(tt.cfg.Args(tt.index), " ")
+			got := strings.Join(tt.cfg.Args(tt.index, tt.receivers), " ")
 			if got != tt.want {
 				t.Errorf("Args(%d) =\n  %s\nwant\n  %s", tt.index, got, tt.want)
 			}

@@ -46,6 +46,7 @@ func newSession(image, mode string, cfg SenderConfig, streams []ImageStream) *se
 			Size:      s.Size,
 			Port:      cfg.Port(i),
 			State:     status.StreamPending,
+			Expected:  cfg.Clients,
 		})
 		st.clientIPs[i] = map[string]string{}
 	}
@@ -56,6 +57,15 @@ func (st *session) update(i int, f func(s *status.Stream)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	f(&st.s.Streams[i])
+}
+
+// completed returns how many receivers got stream i to the end: those that
+// connected, less those udp-sender dropped.
+func (st *session) completed(i int) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.s.Streams[i]
+	return len(s.Receivers) - len(s.Dropped)
 }
 
 func (st *session) started(i int) {
@@ -151,7 +161,7 @@ func (st *session) snapshot() status.Session {
 	case s.Current == 0 && cur.State != status.StreamSending:
 		s.Phase, s.Joinable = status.Waiting, !st.stopping
 		s.Message = fmt.Sprintf("waiting for receivers for %s: %d of %d connected (%s); the transfer starts about 2 s after the last one connects",
-			what, len(cur.Receivers), s.Clients, joinOrNone(cur.Receivers))
+			what, len(cur.Receivers), cur.Expected, joinOrNone(cur.Receivers))
 		if s.MaxWait > 0 {
 			s.Message += fmt.Sprintf(", or %d s after the first", s.MaxWait)
 		}
@@ -167,7 +177,7 @@ func (st *session) snapshot() status.Session {
 		}
 	default:
 		s.Phase = status.Sending
-		s.Message = fmt.Sprintf("partition %d of %d sent; waiting for receivers for %s", s.Current, n, what)
+		s.Message = fmt.Sprintf("partition %d of %d sent; waiting for receivers for %s: %d of %d connected", s.Current, n, what, len(cur.Receivers), cur.Expected)
 	}
 	if st.stopping && s.Phase != status.Aborted {
 		s.Message = "the server is shutting down; " + s.Message

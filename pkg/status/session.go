@@ -72,6 +72,10 @@ type Stream struct {
 	Size      int64       `json:"size"`  // bytes of the files, without the header
 	Port      int         `json:"port"`
 	State     StreamState `json:"state"`
+	// Expected is how many receivers the sender waits for: the session's
+	// Clients for the first stream, then those that completed the stream
+	// before (a machine that failed is not waited for).
+	Expected int `json:"expected"`
 	// Receivers are the addresses udp-sender reported as connected.
 	Receivers  []string   `json:"receivers,omitempty"`
 	Dropped    []string   `json:"dropped,omitempty"`
