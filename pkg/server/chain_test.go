@@ -286,7 +286,7 @@ cat >/dev/null`, out), func(c *Config) { c.Sender.Clients = 3 })
 	}
 	for port, want := range map[string]string{"9000": "--min-receivers 3", "9002": "--min-receivers 2", "9004": "--min-receivers 2"} {
 		b, err := os.ReadFile(filepath.Join(out, "args."+port))
-		if err != nil || !strings.Contains(string(b)+" ", want+" ") {
+		if err != nil || !strings.Contains(strings.TrimSpace(string(b))+" ", want+" ") {
 			t.Errorf("port %s: args %q (%v), want %q", port, b, err, want)
 		}
 	}
