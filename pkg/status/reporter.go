@@ -17,16 +17,19 @@ import (
 // Update never blocks: it records the latest report and returns. A
 // goroutine posts it — at most once per interval (2 s by default), only
 // when it changed, and always the newest (reports made in between are
-// coalesced). Terminal states (done, failed) skip the wait. A failed post is
-// logged once and retried with the next interval; it never stops imaging.
-// Close delivers the last report with a few bounded retries.
+// coalesced). Terminal states (done, failed) skip the wait. While nothing
+// changes, the latest report is repeated every heartbeat (15 s by default),
+// so the server can tell a machine that waits from one that died. A failed
+// post is logged once and retried with the next interval; it never stops
+// imaging. Close delivers the last report with a few bounded retries.
 type Reporter struct {
-	url      string
-	client   *http.Client
-	interval time.Duration
-	attempts int
-	timeout  time.Duration
-	logf     func(format string, args ...any)
+	url       string
+	client    *http.Client
+	interval  time.Duration
+	heartbeat time.Duration
+	attempts  int
+	timeout   time.Duration
+	logf      func(format string, args ...any)
 
 	mu       sync.Mutex
 	latest   Report
@@ -50,6 +53,10 @@ type Option func(*Reporter)
 // WithInterval sets the minimum time between two posts (default 2 s).
 func WithInterval(d time.Duration) Option { return func(r *Reporter) { r.interval = d } }
 
+// WithHeartbeat sets how often an unchanged, unfinished state is sent
+// again (default 15 s; 0 never).
+func WithHeartbeat(d time.Duration) Option { return func(r *Reporter) { r.heartbeat = d } }
+
 // WithHTTPClient sets the client used for posting (default: one with a
 // per-request timeout, see WithTimeout).
 func WithHTTPClient(c *http.Client) Option { return func(r *Reporter) { r.client = c } }
@@ -68,13 +75,14 @@ func WithLogf(f func(format string, args ...any)) Option { return func(r *Report
 // Reporter that drops everything (reporting switched off).
 func NewReporter(url string, opts ...Option) *Reporter {
 	r := &Reporter{
-		url:      url,
-		interval: 2 * time.Second,
-		attempts: 5,
-		timeout:  5 * time.Second,
-		logf:     log.Printf,
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		url:       url,
+		interval:  2 * time.Second,
+		heartbeat: 15 * time.Second,
+		attempts:  5,
+		timeout:   5 * time.Second,
+		logf:      log.Printf,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(r)
@@ -155,13 +163,14 @@ func (r *Reporter) run() {
 		if r.latest.State.Terminal() && !r.failing {
 			wait = 0 // but a server that just failed gets its pause
 		}
+		beat := r.heartbeat > 0 && r.seq > 0 && !r.latest.State.Terminal()
 		r.mu.Unlock()
 		switch {
 		case closing:
 			r.flush()
 			return
 		case !pending:
-			<-r.wake
+			r.idle(beat)
 			continue
 		case wait > 0:
 			t := time.NewTimer(wait)
@@ -173,6 +182,26 @@ func (r *Reporter) run() {
 			continue
 		}
 		r.postLatest()
+	}
+}
+
+// idle waits for an update or, if beat, for the heartbeat, which makes the
+// latest report due again.
+func (r *Reporter) idle(beat bool) {
+	if !beat {
+		<-r.wake
+		return
+	}
+	t := time.NewTimer(r.heartbeat)
+	defer t.Stop()
+	select {
+	case <-r.wake:
+	case <-t.C:
+		r.mu.Lock()
+		if !r.pending && !r.closing {
+			r.pending, r.tries = true, 0
+		}
+		r.mu.Unlock()
 	}
 }
 

@@ -286,3 +286,28 @@ func TestReporterDoesNotHammerAFailingServerWithATerminalState(t *testing.T) {
 	}
 	_ = r.Close(ctxTimeout(t, 10*time.Millisecond))
 }
+
+func TestReporterHeartbeat(t *testing.T) {
+	s, srv := newSink(t)
+	r := NewReporter(srv.URL, WithInterval(10*time.Millisecond), WithHeartbeat(50*time.Millisecond))
+	r.Update(Report{MAC: mac, State: Ready})
+	time.Sleep(320 * time.Millisecond)
+	n := len(s.reports())
+	if n < 3 || n > 8 {
+		t.Errorf("%d posts of an unchanged ready state in 320 ms with a 50 ms heartbeat, want 3..8", n)
+	}
+	for _, rep := range s.reports() {
+		if rep.Seq != 1 || rep.State != Ready {
+			t.Errorf("heartbeat sent %+v, want the ready report unchanged", rep)
+		}
+	}
+	r.Update(Report{MAC: mac, State: Done})
+	time.Sleep(200 * time.Millisecond)
+	if err := r.Close(ctxTimeout(t, time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := s.reports()
+	if last := got[len(got)-1]; last.State != Done || len(got) > n+2 {
+		t.Errorf("after done: %d more posts, last %+v; a finished job has no heartbeat", len(got)-n, last)
+	}
+}
