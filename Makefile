@@ -39,3 +39,22 @@ bench-restore:
 
 clean:
 	rm -rf $(BUILD)
+
+# --- serving side (imgcast-server) and the default image -------------------
+IMAGES := $(BUILD)/images
+DEFAULT_IMAGE := $(IMAGES)/default
+REFERENCE_DISK := $(BUILD)/reference/default.raw
+
+.PHONY: server default-image
+
+## server: build the serving side into build/imgcast-server.
+server:
+	$(GO) build -o $(BUILD)/imgcast-server ./cmds/imgcast-server
+
+## default-image: the demo's image as a FOG folder (build/images/default,
+## served by `imgcast-server --images build/images`) and the raw disk it was
+## captured from (build/reference/default.raw, outside the served folder).
+default-image: $(DEFAULT_IMAGE)/d1.sha256
+
+$(DEFAULT_IMAGE)/d1.sha256: scripts/make-default-image.sh
+	scripts/make-default-image.sh $(DEFAULT_IMAGE) $(REFERENCE_DISK)
