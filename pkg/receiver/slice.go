@@ -65,21 +65,38 @@ func (s *slice) addData(b int, payload []byte) bool {
 	if len(payload) < n {
 		return false // truncated datagram
 	}
-	copy(s.buf[b*s.bs:], payload[:n])
-	s.have[b/8] |= 1 << (b % 8)
-	s.nData++
 	if s.stripes > 0 {
 		st := b % s.stripes
 		s.missing[st]--
-		if s.fecRow[b] != 0 {
-			// The FEC block parked here is overwritten; it was surplus
-			// anyway now that this block arrived.
+		if row := s.fecRow[b]; row != 0 {
+			// A FEC block is parked where this block goes: move it to
+			// another hole of the stripe, or drop it if there is none
+			// (then it is surplus now that this block arrived).
 			s.fecRow[b] = 0
-			s.stored[st]--
-			s.nFEC--
+			if to := s.freeSlot(st, b); to >= 0 {
+				copy(s.buf[to*s.bs:(to+1)*s.bs], s.buf[b*s.bs:(b+1)*s.bs])
+				s.fecRow[to] = row
+			} else {
+				s.stored[st]--
+				s.nFEC--
+			}
 		}
 	}
+	copy(s.buf[b*s.bs:], payload[:n])
+	s.have[b/8] |= 1 << (b % 8)
+	s.nData++
 	return true
+}
+
+// freeSlot returns a missing DATA slot of stripe st, other than except,
+// that holds no FEC block, or -1.
+func (s *slice) freeSlot(st, except int) int {
+	for b := st; b < s.blocks; b += s.stripes {
+		if b != except && !s.hasBlock(b) && s.fecRow[b] == 0 {
+			return b
+		}
+	}
+	return -1
 }
 
 // fecResult says what happened to a FEC packet.
@@ -116,15 +133,12 @@ func (s *slice) addFEC(stripes, f int, payload []byte) fecResult {
 	if s.missing[st] <= s.stored[st] {
 		return fecUseless // also covers stripes without any data block
 	}
-	free := -1
 	for b := st; b < s.blocks; b += stripes {
 		if s.fecRow[b] == uint8(row+1) {
 			return fecDuplicate
 		}
-		if free < 0 && !s.hasBlock(b) && s.fecRow[b] == 0 {
-			free = b
-		}
 	}
+	free := s.freeSlot(st, -1)
 	if free < 0 {
 		return fecUseless // cannot happen while missing > stored
 	}

@@ -21,6 +21,9 @@ type transferEnv interface {
 	logf(format string, args ...any)
 }
 
+// maxGuessedSlices bounds how far --ignore-lost-data skips ahead.
+const maxGuessedSlices = 8
+
 // transfer reassembles the stream from DATA, FEC and REQACK packets and
 // answers REQACKs. It keeps at most two incomplete slices, next and
 // next+1 (udpcast's two-slices-in-flight rule).
@@ -169,7 +172,9 @@ func (t *transfer) slot(n, bytes int32) (*slice, error) {
 		case n == t.next+1:
 			i = 1
 		default:
-			if !t.ignoreLost {
+			// Filling a gap of more than a few slices with guesses would
+			// be inventing the stream, not ignoring a loss.
+			if !t.ignoreLost || n-t.next > maxGuessedSlices {
 				return nil, t.droppedError(n)
 			}
 			if err := t.forceNext(int(bytes)); err != nil {
