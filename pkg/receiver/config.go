@@ -187,6 +187,7 @@ type Progress struct {
 	Written      int64         // bytes written to the output
 	Slice        int32         // slice being received
 	Retransmits  int64         // RETRANSMIT requests sent
+	AcksHeldBack int64         // OKs delayed because the writer fell behind
 	FECRecovered int64         // blocks rebuilt from FEC
 	Elapsed      time.Duration // since the first data packet
 }

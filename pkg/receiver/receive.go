@@ -613,6 +613,7 @@ func (s *session) snapshot() {
 	if s.t != nil {
 		p.Slice = s.t.current()
 		p.Retransmits = s.t.retransmits
+		p.AcksHeldBack = s.t.heldBack
 	}
 	if s.dataStarted {
 		p.Elapsed = time.Since(s.firstData)

@@ -45,6 +45,7 @@ type transfer struct {
 	msg      []byte  // scratch for outgoing messages
 
 	retransmits int64 // RETRANSMIT messages sent
+	heldBack    int64 // OKs deferred by canAck
 	duplicates  int64
 }
 
@@ -126,6 +127,7 @@ func (t *transfer) ok(n int32) {
 		t.env.send(t.msg)
 		return
 	}
+	t.heldBack++
 	for _, d := range t.deferred {
 		if d == n {
 			return
