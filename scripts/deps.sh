@@ -28,6 +28,8 @@ declare -A want=(
   [modinfo]=kmod
   [ping]=iputils-ping
   [sysctl]=procps
+  [cmp]=diffutils
+  [losetup]=mount
 )
 
 missing=()
