@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean
+.PHONY: build deps check test test-quick clean bench-receiver
 
 build:
 	$(GO) build ./...
@@ -31,6 +31,11 @@ test: deps check
 ## test-quick: unit tests only (skips namespace and VM tests).
 test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
+
+## bench-receiver: udp-sender -> udpcast's udp-receiver vs ours, 512 MiB,
+## alternating, 3 pairs; prints wall and CPU and the ratios (needs root).
+bench-receiver:
+	flock /tmp/imgcast-heavy.lock $(GO) run ./pkg/receiver/internal/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

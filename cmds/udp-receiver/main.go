@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,16 @@ func (e *exitError) Error() string {
 }
 
 func main() {
+	if path := os.Getenv("IMGCAST_CPUPROFILE"); path != "" {
+		// For performance work: profile the whole run.
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	err := run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+	pprof.StopCPUProfile()
 	var ee *exitError
 	switch {
 	case err == nil:

@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Receive joins a udpcast session, writes the stream to w, and returns once
@@ -76,10 +78,13 @@ type session struct {
 	firstData   time.Time
 	path        DataPath
 
-	msgs    []ipv4.Message
-	sendBuf []byte
-	woken   atomic.Bool
-	goReq   atomic.Bool
+	msgs  []ipv4.Message
+	batch int // messages offered to the next ReadBatch
+	// readFlags are recvmmsg flags: MSG_WAITFORONE once reads block.
+	readFlags int
+	sendBuf   []byte
+	woken     atomic.Bool
+	goReq     atomic.Bool
 
 	t    *transfer
 	out  *output
@@ -137,6 +142,7 @@ func (s *session) setup() error {
 
 func (s *session) allocMessages(n, size int) {
 	s.msgs = make([]ipv4.Message, n)
+	s.batch = n
 	buf := make([]byte, n*size)
 	for i := range s.msgs {
 		s.msgs[i].Buffers = [][]byte{buf[i*size : (i+1)*size : (i+1)*size]}
@@ -162,8 +168,12 @@ func (s *session) readBatch(deadline time.Time) (int, error) {
 	if s.woken.Swap(false) {
 		return 0, nil
 	}
-	n, err := s.pc.ReadBatch(s.msgs, 0)
+	n, err := s.pc.ReadBatch(s.msgs[:s.batch], s.readFlags)
 	if err != nil {
+		if errors.Is(err, syscall.EINTR) {
+			// A blocking read met one of the runtime's preemption signals.
+			return 0, nil
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if s.ctx.Err() != nil {
 				return 0, s.cancelled()
@@ -366,6 +376,7 @@ func (s *session) onConnected() error {
 	size := max(sizeDataHeader+s.blockSize, sizeReqAck)
 	n := min(64, max(8, (4<<20)/size))
 	s.allocMessages(n, size)
+	s.blockingReads()
 
 	s.report(PhaseConnected)
 	if s.cfg.OnConnect != nil {
@@ -408,6 +419,7 @@ func (s *session) receive() error {
 		if err != nil {
 			return err
 		}
+		s.adaptBatch(n)
 		now := time.Now()
 		for i := range n {
 			heard, err := s.transferPacket(&s.msgs[i], now)
@@ -433,6 +445,34 @@ func (s *session) receive() error {
 		}
 	}
 	return s.finish()
+}
+
+// readPause is how long the receiving thread sleeps after a read that
+// found fewer datagrams than it could take, while data flow.
+const readPause = 100 * time.Microsecond
+
+// adaptBatch sizes the next read after one that returned n datagrams, and
+// paces the reads. x/net's ReadBatch prepares every message offered, so
+// offering 64 when one is waiting costs more than the datagram. And a
+// receiver faster than its sender would otherwise wake for nearly every
+// datagram: a system call and two context switches each, most of a
+// receiver's CPU. A pause of ~0.1 ms after a short batch lets datagrams
+// gather in the socket buffer (a dozen at gigabit rates, a few percent of
+// its size) so the next recvmmsg takes them all at once; it delays our
+// answers to the sender by far less than a slice takes to send, so the
+// sender never waits for it. A plain nanosleep, not time.Sleep: the
+// runtime poller would round the pause up to a millisecond.
+func (s *session) adaptBatch(n int) {
+	switch {
+	case n == s.batch && s.batch < len(s.msgs):
+		s.batch = min(2*s.batch, len(s.msgs))
+	case n < s.batch/4 && s.batch > 4:
+		s.batch /= 2
+	}
+	if n > 0 && n < s.batch && s.dataStarted {
+		ts := unix.NsecToTimespec(readPause.Nanoseconds())
+		_ = unix.Nanosleep(&ts, nil)
+	}
 }
 
 // housekeeping takes back written slices, sends OKs that waited for
@@ -537,6 +577,7 @@ func (s *session) finish() error {
 		if err != nil {
 			return err
 		}
+		s.adaptBatch(n)
 		now := time.Now()
 		for i := range n {
 			heard, err := s.transferPacket(&s.msgs[i], now)
