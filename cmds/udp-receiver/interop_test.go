@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -552,3 +553,89 @@ func TestHelperGarbage(t *testing.T) {
 func setBroadcast(fd int) error {
 	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
 }
+
+// TestInteropCommandHabits: --pipe, --log, the 'q' key and SIGINT behave
+// as udpcast's receiver does.
+func TestInteropCommandHabits(t *testing.T) {
+	e := newEnv(t, 95, 1)
+	in := e.file("in.bin", 3_000_000)
+
+	t.Run("--pipe gzip -dc and --log", func(t *testing.T) {
+		e.t = t
+		gz := in + ".gz"
+		if out, err := exec.Command("sh", "-c", "gzip -1 -c "+in+" > "+gz).CombinedOutput(); err != nil {
+			t.Fatalf("gzip: %v %s", err, out)
+		}
+		log := filepath.Join(e.dir, "rx.log")
+		r := e.ours(0, "--pipe", "gzip -dc", "--log", log)
+		e.startSender(gz, "--nokbd")
+		e.expectSame(in, r)
+		if !strings.Contains(r.stderr.String(), "Compressed UDP receiver for") {
+			t.Errorf("banner:\n%s", r.stderr)
+		}
+		logged, _ := os.ReadFile(log)
+		if !regexpMatch(`(?m)^\d\d:\d\d:\d\d\.\d{6} Connected as #0 to 10\.95\.0\.2$`, string(logged)) {
+			t.Errorf("log file:\n%s", logged)
+		}
+		if strings.Contains(r.stderr.String(), "Connected as") {
+			t.Error("informational message on stderr despite --log")
+		}
+	})
+	t.Run("--pipe command failing gives its status", func(t *testing.T) {
+		e.t = t
+		script := filepath.Join(e.dir, "fail3")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\nhead -c 1000 >/dev/null\nexit 3\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r := e.ours(0, "--pipe", script)
+		e.startSender(in, "--nokbd")
+		err := r.wait(t, 30*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("exit %v, want status 3\n%s", err, r.stderr)
+		}
+		if !strings.Contains(r.stderr.String(), "Pipe process died with code 3") {
+			t.Errorf("message:\n%s", r.stderr)
+		}
+	})
+	t.Run("q on the console quits with status 1", func(t *testing.T) {
+		e.t = t
+		e.startSender(in, "--nokbd") // waits for a GO that never comes
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		out := filepath.Join(e.dir, "q.out")
+		r := startProc(t, e.hosts[0], "our receiver", out, pr, ourBinary(t), "--file", out)
+		waitFor(t, r, "Press any key to start receiving data!")
+		pw.Write([]byte("q"))
+		pw.Close()
+		err = r.wait(t, 5*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit %v, want status 1", err)
+		}
+	})
+	t.Run("SIGINT: killed by the signal, sender told", func(t *testing.T) {
+		e.t = t
+		snd := e.startSender(in, "--nokbd", "--max-bitrate", "8m")
+		r := e.ours(0)
+		waitFor(t, r, "bytes=")
+		_ = r.cmd.Process.Signal(os.Interrupt)
+		err := r.wait(t, 5*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != -1 || !strings.Contains(ee.Error(), "interrupt") {
+			t.Fatalf("exit %v, want death by SIGINT", err)
+		}
+		if !strings.Contains(r.stderr.String(), "Signal 2: Cancelled by user") {
+			t.Errorf("message:\n%s", r.stderr)
+		}
+		// Our DISCONNECT leaves the sender without participants.
+		if err := snd.wait(t, 10*time.Second); err != nil {
+			t.Logf("udp-sender: %v", err)
+		}
+	})
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
