@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean bench-receiver
+.PHONY: build deps check test test-quick clean bench-restore bench-receiver
 
 build:
 	$(GO) build ./...
@@ -32,6 +32,11 @@ test: deps check
 test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
 
+## bench-restore: imgcast restore-partition vs zstd -dc | partclone.restore on
+## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
+bench-restore:
+	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
+
 ## bench-receiver: udp-sender -> udpcast's udp-receiver vs ours, 512 MiB,
 ## alternating, 3 pairs; prints wall and CPU and the ratios (needs root).
 bench-receiver:
@@ -39,3 +44,22 @@ bench-receiver:
 
 clean:
 	rm -rf $(BUILD)
+
+# --- serving side (imgcast-server) and the default image -------------------
+IMAGES := $(BUILD)/images
+DEFAULT_IMAGE := $(IMAGES)/default
+REFERENCE_DISK := $(BUILD)/reference/default.raw
+
+.PHONY: server default-image
+
+## server: build the serving side into build/imgcast-server.
+server:
+	$(GO) build -o $(BUILD)/imgcast-server ./cmds/imgcast-server
+
+## default-image: the demo's image as a FOG folder (build/images/default,
+## served by `imgcast-server --images build/images`) and the raw disk it was
+## captured from (build/reference/default.raw, outside the served folder).
+default-image: $(DEFAULT_IMAGE)/d1.sha256
+
+$(DEFAULT_IMAGE)/d1.sha256: scripts/make-default-image.sh
+	scripts/make-default-image.sh $(DEFAULT_IMAGE) $(REFERENCE_DISK)
