@@ -415,23 +415,12 @@ func (s *session) receive() error {
 		case s.dataStarted && s.cfg.ReceiveTimeout > 0:
 			deadline = lastHeard.Add(s.cfg.ReceiveTimeout)
 		}
-		n, err := s.readBatch(deadline)
+		heard, now, err := s.pump(deadline)
 		if err != nil {
 			return err
 		}
-		s.adaptBatch(n)
-		now := time.Now()
-		for i := range n {
-			heard, err := s.transferPacket(&s.msgs[i], now)
-			if err != nil {
-				return err
-			}
-			if heard {
-				lastHeard = now
-			}
-			if s.t.ended {
-				break
-			}
+		if heard {
+			lastHeard = now
 		}
 		if s.t.ended {
 			break
@@ -451,6 +440,34 @@ func (s *session) receive() error {
 // found fewer datagrams than it could take, while data flow.
 const readPause = 100 * time.Microsecond
 
+// minPauseBuffer is the smallest socket buffer that pausing is safe with:
+// room for a hundred full datagrams, several pauses' worth at 1 Gbit/s.
+const minPauseBuffer = 256 << 10
+
+// pump reads one batch of datagrams (waiting until deadline at most) and
+// handles them. heard reports that one came from the sender; now is when
+// the read returned. It stops early when the batch ends the stream.
+func (s *session) pump(deadline time.Time) (heard bool, now time.Time, err error) {
+	n, err := s.readBatch(deadline)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	s.adaptBatch(n)
+	now = time.Now()
+	ended := s.t.ended
+	for i := range n {
+		fromSender, err := s.transferPacket(&s.msgs[i], now)
+		if err != nil {
+			return heard, now, err
+		}
+		heard = heard || fromSender
+		if !ended && s.t.ended {
+			break
+		}
+	}
+	return heard, now, nil
+}
+
 // adaptBatch sizes the next read after one that returned n datagrams, and
 // paces the reads. x/net's ReadBatch prepares every message offered, so
 // offering 64 when one is waiting costs more than the datagram. And a
@@ -469,7 +486,7 @@ func (s *session) adaptBatch(n int) {
 	case n < s.batch/4 && s.batch > 4:
 		s.batch /= 2
 	}
-	if n > 0 && n < s.batch && s.dataStarted {
+	if n > 0 && n < s.batch && s.dataStarted && s.rcvbuf >= minPauseBuffer {
 		ts := unix.NsecToTimespec(readPause.Nanoseconds())
 		_ = unix.Nanosleep(&ts, nil)
 	}
@@ -573,20 +590,12 @@ func (s *session) finish() error {
 		if lingering {
 			deadline = last.Add(s.cfg.ExitWait)
 		}
-		n, err := s.readBatch(deadline)
+		heard, now, err := s.pump(deadline)
 		if err != nil {
 			return err
 		}
-		s.adaptBatch(n)
-		now := time.Now()
-		for i := range n {
-			heard, err := s.transferPacket(&s.msgs[i], now)
-			if err != nil {
-				return err
-			}
-			if heard {
-				last = now
-			}
+		if heard {
+			last = now
 		}
 		if lingering && now.Sub(last) >= s.cfg.ExitWait {
 			lingering = false
