@@ -398,12 +398,14 @@ func TestInteropFailures(t *testing.T) {
 			t.Errorf("output file created without a sender: %v", err)
 		}
 	})
-	t.Run("async without FEC, loss, --ignore-lost-data", func(t *testing.T) {
+	t.Run("async without FEC, loss: dropped, or --ignore-lost-data", func(t *testing.T) {
 		e.t = t
-		if err := e.hosts[0].DropUDP(e.port, 5); err != nil {
-			t.Fatal(err)
+		for _, h := range e.hosts {
+			if err := h.DropUDP(e.port, 5); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = h.StopDropping() })
 		}
-		t.Cleanup(func() { _ = e.hosts[0].StopDropping() })
 		lossy := e.ours(0, "--nokbd", "--ignore-lost-data")
 		strict := e.ours(1, "--nokbd")
 		time.Sleep(200 * time.Millisecond)
@@ -414,7 +416,25 @@ func TestInteropFailures(t *testing.T) {
 		if st, err := os.Stat(lossy.out); err != nil || st.Size() != 6_000_000 {
 			t.Errorf("--ignore-lost-data output: %v, size %d", err, st.Size())
 		}
-		e.expectSame(in, strict) // no loss on its host
+		err := strict.wait(t, 30*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(strict.stderr.String(), "dropped by sender") {
+			t.Errorf("without --ignore-lost-data: %v, want status 1 and 'dropped by sender'\n%s", err, strict.stderr)
+		}
+	})
+	t.Run("start timeout after connecting: empty output, status 0", func(t *testing.T) {
+		e.t = t
+		e.startSender(in, "--nokbd") // waits for a GO that never comes
+		r := e.ours(0, "--nokbd", "--start-timeout", "1")
+		if err := r.wait(t, 10*time.Second); err != nil {
+			t.Fatalf("exit %v, want status 0 (as udpcast)", err)
+		}
+		if st, err := os.Stat(r.out); err != nil || st.Size() != 0 {
+			t.Errorf("output: %v", err)
+		}
+		if !strings.Contains(r.stderr.String(), "accepted us but sent no data within 1s") {
+			t.Errorf("no warning:\n%s", r.stderr)
+		}
 	})
 	t.Run("garbage and foreign packets on both ports", func(t *testing.T) {
 		e.t = t
