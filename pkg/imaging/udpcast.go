@@ -3,7 +3,6 @@ package imaging
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"time"
@@ -53,7 +52,14 @@ func (u *UDPCast) Receive(ctx context.Context, s Stream, w io.Writer) error {
 	_, err := receiver.Receive(ctx, cfg, w)
 	var st *receiver.StartTimeoutError
 	if errors.As(err, &st) && !st.Connected {
-		return fmt.Errorf("%w: %w", ErrNoSender, err)
+		return noSenderError{err}
 	}
 	return err
 }
+
+// noSenderError keeps the receiver's message ("no sender answered on
+// 10.0.0.1:9001 within 30s") and matches ErrNoSender too.
+type noSenderError struct{ err error }
+
+func (e noSenderError) Error() string   { return e.err.Error() }
+func (e noSenderError) Unwrap() []error { return []error{ErrNoSender, e.err} }
