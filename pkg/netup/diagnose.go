@@ -16,6 +16,8 @@ import (
 // driver, the drivers that failed to load, and what was tried. It is the
 // error Up returns when it fails.
 type Diagnosis struct {
+	// Cause is the kind of failure, for callers that branch on it.
+	Cause Cause
 	// Reason is the one-line summary.
 	Reason string
 	// Attempts are the NICs that were tried.
@@ -29,6 +31,20 @@ type Diagnosis struct {
 	// Tried lists what Up did, in words.
 	Tried []string
 }
+
+// Cause is why Up failed, from the first stage that nothing passed.
+type Cause int
+
+// The causes.
+const (
+	CauseOther       Cause = iota
+	CauseNoNIC             // no NIC appeared (no driver, or no hardware)
+	CauseNoMAC             // NICs appeared, none with the requested MAC
+	CauseNoCarrier         // no NIC got carrier
+	CauseNoLease           // carrier, but no DHCP lease
+	CauseUnreachable       // a lease, but the server did not answer
+	CauseInterrupted       // the context ended
+)
 
 // NetDevice is a network device (a PCI function of class 0x02, or a
 // virtio network device) as sysfs shows it.
@@ -136,19 +152,19 @@ func (u *upRun) diagnose(ctx context.Context, attempts []*Attempt) *Diagnosis {
 	}
 	switch {
 	case ctx.Err() != nil:
-		d.Reason = "network bring-up was interrupted: " + ctx.Err().Error()
+		d.Cause, d.Reason = CauseInterrupted, "network bring-up was interrupted: "+ctx.Err().Error()
 	case len(attempts) == 0 && cfg.MAC != nil && len(d.Ignored) > 0:
-		d.Reason = fmt.Sprintf("no NIC has the MAC address %s that the command line asks for", cfg.MAC)
+		d.Cause, d.Reason = CauseNoMAC, fmt.Sprintf("no NIC has the MAC address %s that the command line asks for", cfg.MAC)
 	case len(attempts) == 0:
-		d.Reason = "no network interface found: no driver for the NIC, or no NIC"
+		d.Cause, d.Reason = CauseNoNIC, "no network interface found: no driver for the NIC, or no NIC"
 	case withCarrier == 0:
-		d.Reason = "no NIC got carrier: check the cable and the switch port"
+		d.Cause, d.Reason = CauseNoCarrier, "no NIC got carrier: check the cable and the switch port"
 	case withLease == 0:
-		d.Reason = "no DHCP lease on any NIC with carrier: is a DHCP server (or relay) serving this network?"
+		d.Cause, d.Reason = CauseNoLease, "no DHCP lease on any NIC with carrier: is a DHCP server (or relay) serving this network?"
 	case unreachable > 0:
-		d.Reason = fmt.Sprintf("got an address, but the server %s is not reachable through any NIC", cfg.Server)
+		d.Cause, d.Reason = CauseUnreachable, fmt.Sprintf("got an address, but the server %s is not reachable through any NIC", cfg.Server)
 	default:
-		d.Reason = "no NIC could be configured"
+		d.Cause, d.Reason = CauseOther, "no NIC could be configured"
 	}
 
 	elapsed := time.Since(u.start).Round(time.Millisecond)

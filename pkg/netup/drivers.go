@@ -25,6 +25,7 @@ type Drivers struct {
 	settled chan struct{}
 
 	mu      sync.Mutex
+	changed chan struct{}       // closed and replaced on every device event
 	tried   map[string]bool     // module names handed to the loader
 	devices map[string][]string // modalias -> matching modules
 	started time.Time
@@ -40,6 +41,7 @@ func StartDrivers(ctx context.Context, l *Loader, sysfs string, logf func(string
 		Sysfs:   sysfs,
 		Logf:    logf,
 		settled: make(chan struct{}),
+		changed: make(chan struct{}),
 		tried:   map[string]bool{},
 		devices: map[string][]string{},
 		started: time.Now(),
@@ -72,6 +74,23 @@ func (d *Drivers) ColdplugTime() time.Duration {
 	return d.took
 }
 
+// Changed returns a channel that is closed at the next device event (a
+// kernel uevent, or a finished coldplug load): wait on it, then look at
+// sysfs again, instead of polling. Without a uevent socket only coldplug
+// loads signal.
+func (d *Drivers) Changed() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.changed
+}
+
+func (d *Drivers) signalChange() {
+	d.mu.Lock()
+	close(d.changed)
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
+}
+
 type loadDone struct {
 	module string
 	err    error
@@ -94,6 +113,7 @@ func (d *Drivers) coldplug(ctx context.Context) {
 		r := <-results
 		inflight--
 		d.report(r)
+		d.signalChange()
 		if ctx.Err() == nil {
 			scan()
 		}
@@ -106,6 +126,7 @@ func (d *Drivers) coldplug(ctx context.Context) {
 
 func (d *Drivers) hotplug(ctx context.Context, events <-chan uevent) {
 	for ev := range events {
+		d.signalChange()
 		if ev.Action != "add" || ev.Modalias == "" {
 			continue
 		}

@@ -143,3 +143,48 @@ func (w *carrierWaiter) bringUp(ctx context.Context, deadline time.Time) (time.D
 		}
 	}
 }
+
+// Interface is the state of a network interface, for banners and
+// diagnostics.
+type Interface struct {
+	NIC
+	Up, Carrier bool
+	Addrs       []*net.IPNet
+}
+
+func (i Interface) String() string {
+	state := "down"
+	switch {
+	case i.Carrier:
+		state = "carrier"
+	case i.Up:
+		state = "up, no carrier"
+	}
+	s := fmt.Sprintf("%s %s", i.NIC, state)
+	for _, a := range i.Addrs {
+		s += " " + a.String()
+	}
+	return s
+}
+
+// Interfaces lists the interfaces other than loopback with their state.
+func Interfaces(sysfs string) ([]Interface, error) {
+	links, err := netlink.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []Interface
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		it := Interface{NIC: nicFromLink(sysfs, l), Up: a.Flags&net.FlagUp != 0, Carrier: hasCarrier(l)}
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		for _, ad := range addrs {
+			it.Addrs = append(it.Addrs, ad.IPNet)
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}

@@ -1,6 +1,7 @@
 package netup
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
@@ -191,6 +192,18 @@ func compressionOf(magic []byte) string {
 		return "zstd"
 	}
 	return ""
+}
+
+// DecompressModule returns the contents of a gzip, xz or zstd compressed
+// module file.
+func DecompressModule(r io.Reader) ([]byte, error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(6)
+	kind := compressionOf(magic)
+	if kind == "" {
+		return nil, errors.New("not a gzip, xz or zstd file")
+	}
+	return decompress(br, kind)
 }
 
 // maxModuleSize bounds a decompressed module (the largest Debian modules

@@ -376,3 +376,10 @@ func probeReach(ctx context.Context, iface string, server net.IP, port int) erro
 	}
 	return err
 }
+
+// NewNetwork describes a network configured by other means (a static
+// address, or a test): KeepLease does nothing for a lease without a
+// duration.
+func NewNetwork(nic NIC, l *Lease) *Network {
+	return &Network{NIC: nic, lease: l}
+}
