@@ -80,9 +80,12 @@ $(BUILD)/userland.cpio.zst: $(IMAGE_GO)
 	zstd -19 -T0 -q -f --rm $(BUILD)/userland.cpio -o $@
 
 # The modules archive holds zstd-compressed .ko files already; compressing
-# it again gains nothing, so it is appended as is.
+# it again gains nothing, so it is appended as is. The kernel only finds an
+# uncompressed archive at a 4-byte aligned offset (zero padding is skipped).
 $(BUILD)/initramfs.img: $(BUILD)/userland.cpio.zst $(BUILD)/modules.cpio
-	cat $^ > $@.tmp
+	cp $(BUILD)/userland.cpio.zst $@.tmp
+	truncate -s %4 $@.tmp
+	cat $(BUILD)/modules.cpio >> $@.tmp
 	mv $@.tmp $@
 
 FORCE:

@@ -39,9 +39,11 @@ type agent struct {
 	network  *netup.Network
 	netErr   error
 
-	// initStart is when PID 1 started; netReady when the network was up,
-	// both on the guest clock (time since boot).
+	// initStart is when the kernel ran /init (startLabel says if it is
+	// something else); netReady when the network was up; both on the guest
+	// clock (time since boot).
 	initStart, netReady time.Duration
+	startLabel          string
 
 	netUp     func(context.Context, netup.Config) (*netup.Network, error)
 	runShell  func() error
@@ -63,6 +65,7 @@ func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
 		powerDo:    power.Do,
 		uptime:     uptime,
 		keepLease:  true,
+		startLabel: "init started",
 	}
 	a.runShell = a.shell
 	return a
@@ -78,9 +81,7 @@ func runAgent(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	// Seed the kernel RNG while everything else starts: DHCP needs it.
 	netup.SeedEntropy()
 	a := newAgent(stdin, stdout, stderr)
-	if start, err := processStart(1); err == nil {
-		a.initStart = start
-	}
+	a.initStart, a.startLabel = initStarted()
 	raw, err := os.ReadFile(*cmdline)
 	if err != nil {
 		a.settings = defaultSettings()
@@ -95,10 +96,18 @@ func (a *agent) logf(format string, args ...any) {
 	fmt.Fprintf(a.stderr, "[%8.3f] imgcast: %s\n", a.uptime().Seconds(), fmt.Sprintf(format, args...))
 }
 
+// debugf is logf when imgcast.verbose is on, else nil.
+func (a *agent) debugf() func(string, ...any) {
+	if a.settings.Verbose {
+		return a.logf
+	}
+	return nil
+}
+
 func (a *agent) run(ctx context.Context, cmdline string) error {
 	stopSignals := a.handleInterrupts()
 	defer stopSignals()
-	a.logf("starting (init started at %s)", seconds(a.initStart))
+	a.logf("starting (%s at %s)", a.startLabel, seconds(a.initStart))
 	s, err := parseSettings(cmdline)
 	a.settings = s
 	if err != nil {
@@ -117,6 +126,7 @@ func (a *agent) run(ctx context.Context, cmdline string) error {
 		DHCPTimeout: s.DHCPTimeout,
 		Sysfs:       a.sysfs,
 		Logf:        a.logf,
+		Debugf:      a.debugf(),
 	})
 	done()
 	if a.netErr != nil {
@@ -124,8 +134,8 @@ func (a *agent) run(ctx context.Context, cmdline string) error {
 	}
 	a.netReady = a.uptime()
 	l := a.network.Lease()
-	a.logf("network ready: %s %s in %s since init started (uptime %s)",
-		a.network.NIC.Name, l, seconds(a.netReady-a.initStart), seconds(a.netReady))
+	a.logf("network ready: %s %s in %s since %s (uptime %s)",
+		a.network.NIC.Name, l, seconds(a.netReady-a.initStart), a.startLabel, seconds(a.netReady))
 	if a.keepLease {
 		go a.network.KeepLease(ctx, a.logf)
 	}
@@ -160,7 +170,10 @@ func (a *agent) startDrivers(ctx context.Context, cmdline string) *netup.Drivers
 	}
 	l := netup.NewLoader(ix)
 	l.Params, l.Blacklist = netup.ModuleOptionsFromCmdline(cmdline)
-	return netup.StartDrivers(ctx, l, a.sysfs, a.logf)
+	d := &netup.Drivers{Loader: l, Sysfs: a.sysfs, Logf: a.logf}
+	d.Debugf = a.debugf()
+	d.Start(ctx)
+	return d
 }
 
 // phase returns a context for a phase of work that Ctrl-C on the console

@@ -16,6 +16,7 @@ type bannerInfo struct {
 	NIC        string
 	Lease      string
 	Took       time.Duration // init start to network ready
+	Since      string        // what Took counts from
 	Uptime     time.Duration
 	Interfaces []netup.Interface
 	Disks      []Disk
@@ -28,6 +29,7 @@ func (a *agent) printBanner() {
 		info.NIC = a.network.NIC.Name
 		info.Lease = a.network.Lease().String()
 		info.Took = a.netReady - a.initStart
+		info.Since = a.startLabel
 	}
 	if ifs, err := netup.Interfaces(a.sysfs); err == nil {
 		info.Interfaces = ifs
@@ -42,7 +44,7 @@ func writeBanner(w io.Writer, in bannerInfo) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s\n imgcast debug shell\n%s\n", rule, rule)
 	if in.Ready {
-		fmt.Fprintf(&b, " Network:  %s %s\n           ready %s after init started (uptime %s)\n", in.NIC, in.Lease, seconds(in.Took), seconds(in.Uptime))
+		fmt.Fprintf(&b, " Network:  %s %s\n           ready %s after %s (uptime %s)\n", in.NIC, in.Lease, seconds(in.Took), in.Since, seconds(in.Uptime))
 	} else {
 		b.WriteString(" Network:  NOT UP (see the error above)\n")
 	}

@@ -22,3 +22,22 @@ func TestParseStartTime(t *testing.T) {
 		}
 	}
 }
+
+func TestParseKmsgRecord(t *testing.T) {
+	for _, tt := range []struct {
+		rec    string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"6,612,1755399,-;Run /init as init process\n", 1755399 * time.Microsecond, true},
+		{"6,612,1755399,-,caller=T1;Run /init as init process\n", 1755399 * time.Microsecond, true},
+		{"6,611,1754769,-;x86/mm: Checked W+X mappings\n", 0, false},
+		{"garbage as init process", 0, false},
+		{"6,1;as init process", 0, false},
+	} {
+		got, ok := parseKmsgRecord([]byte(tt.rec), "as init process")
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("parseKmsgRecord(%q) = %s %v", tt.rec, got, ok)
+		}
+	}
+}

@@ -49,6 +49,7 @@ type Settings struct {
 	DHCPTimeout time.Duration
 	DiskTimeout time.Duration
 	FailWait    time.Duration
+	Verbose     bool
 }
 
 // settingKey documents and parses one imgcast.* key. The README's table of
@@ -132,6 +133,15 @@ var settingKeys = []settingKey{
 		durationSetter(func(s *Settings) *time.Duration { return &s.DiskTimeout })},
 	{"imgcast.failwait", "DURATION", "60s", "after a failure, how long the error stays on screen (Enter gives a shell) before imgcast.after",
 		durationSetter(func(s *Settings) *time.Duration { return &s.FailWait })},
+	{"imgcast.verbose", "0|1", "0", "1 logs every driver load and every DHCP exchange on the console",
+		func(s *Settings, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not 0 or 1", v)
+			}
+			s.Verbose = b
+			return nil
+		}},
 }
 
 // durationSetter parses "30s", "2m" or plain seconds ("30").

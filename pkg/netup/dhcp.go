@@ -145,12 +145,19 @@ func (e *DHCPError) Unwrap() error { return e.Err }
 // requestLease runs DISCOVER/OFFER/REQUEST/ACK on the interface until it
 // gets a lease or ctx ends. Each attempt retransmits after 1 s and 2 s (the
 // library doubles), so a lost packet costs a second, not a timeout.
-func requestLease(ctx context.Context, iface string, index int, vendorClass string, entropyWait time.Duration, logf func(string, ...any)) (*Lease, error) {
+func requestLease(ctx context.Context, iface string, index int, vendorClass string, entropyWait time.Duration, logf, debugf func(string, ...any)) (*Lease, error) {
 	start := time.Now()
 	if !waitEntropy(ctx, entropyWait) && ctx.Err() == nil {
 		logf("entropy: kernel RNG still not seeded after %s; DHCP transaction IDs come from the unseeded pool", entropyWait)
 	}
-	c, err := nclient4.New(iface, nclient4.WithTimeout(time.Second), nclient4.WithRetry(2))
+	if debugf != nil {
+		debugf("%s: DHCP starts after %s of entropy wait", iface, time.Since(start).Round(time.Millisecond))
+	}
+	opts := []nclient4.ClientOpt{nclient4.WithTimeout(time.Second), nclient4.WithRetry(2)}
+	if debugf != nil {
+		opts = append(opts, nclient4.WithLogger(dhcpLogger{iface, debugf}))
+	}
+	c, err := nclient4.New(iface, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("DHCP on %s: %w", iface, err)
 	}
@@ -197,4 +204,18 @@ func (l *Lease) Renew(ctx context.Context) (*Lease, error) {
 		return nil, fmt.Errorf("renew on %s: server moved us from %s to %s; keeping the old address", l.Interface, l.Address.IP, fresh.Address.IP)
 	}
 	return fresh, nil
+}
+
+// dhcpLogger prints a one-line summary of every DHCP message.
+type dhcpLogger struct {
+	iface string
+	logf  func(string, ...any)
+}
+
+func (l dhcpLogger) Printf(format string, args ...any) {
+	l.logf("%s: DHCP: %s", l.iface, fmt.Sprintf(format, args...))
+}
+
+func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
+	l.logf("%s: DHCP %s: %s xid %s yiaddr %s server %s", l.iface, prefix, m.MessageType(), m.TransactionID, m.YourIPAddr, m.ServerIdentifier())
 }

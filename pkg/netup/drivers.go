@@ -17,10 +17,12 @@ import (
 // an AHCI controller).
 type Drivers struct {
 	Loader *Loader
-	// Sysfs is where sysfs is mounted ("/sys").
+	// Sysfs is where sysfs is mounted (default /sys).
 	Sysfs string
-	// Logf reports loads and failures; nil discards.
+	// Logf reports failures; nil discards.
 	Logf func(format string, args ...any)
+	// Debugf, if set, reports every load.
+	Debugf func(format string, args ...any)
 
 	settled chan struct{}
 
@@ -32,19 +34,17 @@ type Drivers struct {
 	took    time.Duration
 }
 
-// StartDrivers starts loading drivers in the background and returns at
-// once. Loading continues for new devices until ctx ends. sysfs is where
-// sysfs is mounted ("/sys"); logf may be nil.
-func StartDrivers(ctx context.Context, l *Loader, sysfs string, logf func(string, ...any)) *Drivers {
-	d := &Drivers{
-		Loader:  l,
-		Sysfs:   sysfs,
-		Logf:    logf,
-		settled: make(chan struct{}),
-		changed: make(chan struct{}),
-		tried:   map[string]bool{},
-		devices: map[string][]string{},
-		started: time.Now(),
+// Start starts loading drivers in the background and returns at once.
+// Loading continues for new devices until ctx ends. Set the exported
+// fields before calling it, and call it once.
+func (d *Drivers) Start(ctx context.Context) {
+	d.settled = make(chan struct{})
+	d.changed = make(chan struct{})
+	d.tried = map[string]bool{}
+	d.devices = map[string][]string{}
+	d.started = time.Now()
+	if d.Sysfs == "" {
+		d.Sysfs = "/sys"
 	}
 	if d.Logf == nil {
 		d.Logf = func(string, ...any) {}
@@ -58,7 +58,6 @@ func StartDrivers(ctx context.Context, l *Loader, sysfs string, logf func(string
 	if events != nil {
 		go d.hotplug(ctx, events)
 	}
-	return d
 }
 
 // Settled is closed when coldplug has finished: every device present at
@@ -92,17 +91,45 @@ func (d *Drivers) signalChange() {
 }
 
 type loadDone struct {
-	module string
-	err    error
+	module  string
+	err     error
+	network bool
+	took    time.Duration
 }
 
+// coldplug loads the modules for the devices in sysfs. Network devices go
+// first: with one CPU, loading the disk stack (ahci, libata, scsi) at the
+// same time would slow the NIC's drivers down, and the network is what the
+// machine waits for. The other modules start as soon as no network driver
+// is loading.
 func (d *Drivers) coldplug(ctx context.Context) {
 	results := make(chan loadDone)
-	inflight := 0
+	inflight, netInflight := 0, 0
+	var deferred []string
+	start := func(m string, network bool) {
+		inflight++
+		if network {
+			netInflight++
+		}
+		go func() {
+			t0 := time.Now()
+			err := d.Loader.Load(m)
+			results <- loadDone{m, err, network, time.Since(t0)}
+		}()
+	}
 	scan := func() {
-		for _, m := range d.newModules(readModaliases(d.Sysfs)) {
-			inflight++
-			go func() { results <- loadDone{m, d.Loader.Load(m)} }()
+		for _, p := range d.newModules(readModaliases(d.Sysfs)) {
+			if p.network {
+				start(p.module, true)
+			} else {
+				deferred = append(deferred, p.module)
+			}
+		}
+		if netInflight == 0 {
+			for _, m := range deferred {
+				start(m, false)
+			}
+			deferred = nil
 		}
 	}
 	scan()
@@ -112,6 +139,9 @@ func (d *Drivers) coldplug(ctx context.Context) {
 	for inflight > 0 {
 		r := <-results
 		inflight--
+		if r.network {
+			netInflight--
+		}
 		d.report(r)
 		d.signalChange()
 		if ctx.Err() == nil {
@@ -124,14 +154,31 @@ func (d *Drivers) coldplug(ctx context.Context) {
 	close(d.settled)
 }
 
+// isNetworkModalias reports whether a modalias is a network device's: a
+// PCI function of class 0x02 or a virtio network device.
+func isNetworkModalias(ma string) bool {
+	switch {
+	case strings.HasPrefix(ma, "pci:"):
+		return strings.Contains(ma, "bc02sc")
+	case strings.HasPrefix(ma, "virtio:"):
+		return strings.HasPrefix(ma, "virtio:d00000001v")
+	}
+	return false
+}
+
 func (d *Drivers) hotplug(ctx context.Context, events <-chan uevent) {
 	for ev := range events {
 		d.signalChange()
 		if ev.Action != "add" || ev.Modalias == "" {
 			continue
 		}
-		for _, m := range d.newModules([]string{ev.Modalias}) {
-			go func() { d.report(loadDone{m, d.Loader.Load(m)}) }()
+		for _, p := range d.newModules([]string{ev.Modalias}) {
+			go func() {
+				t0 := time.Now()
+				err := d.Loader.Load(p.module)
+				d.report(loadDone{p.module, err, p.network, time.Since(t0)})
+				d.signalChange()
+			}()
 		}
 	}
 }
@@ -139,25 +186,41 @@ func (d *Drivers) hotplug(ctx context.Context, events <-chan uevent) {
 func (d *Drivers) report(r loadDone) {
 	if r.err != nil {
 		d.Logf("driver %s: %v", r.module, r.err)
+	} else if d.Debugf != nil {
+		d.Debugf("driver %s loaded in %s", r.module, r.took.Round(time.Millisecond))
 	}
+}
+
+// pendingModule is a module to load; network says a network device
+// needs it.
+type pendingModule struct {
+	module  string
+	network bool
 }
 
 // newModules records the devices' matches and returns the modules not
 // tried yet.
-func (d *Drivers) newModules(modaliases []string) []string {
+func (d *Drivers) newModules(modaliases []string) []pendingModule {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []string
+	var out []pendingModule
+	index := map[string]int{}
 	for _, ma := range modaliases {
 		if _, seen := d.devices[ma]; seen {
 			continue
 		}
 		mods := d.Loader.Index.Match(ma)
 		d.devices[ma] = mods
+		network := isNetworkModalias(ma)
 		for _, m := range mods {
+			if i, ok := index[m]; ok {
+				out[i].network = out[i].network || network
+				continue
+			}
 			if !d.tried[m] {
 				d.tried[m] = true
-				out = append(out, m)
+				index[m] = len(out)
+				out = append(out, pendingModule{m, network})
 			}
 		}
 	}

@@ -84,10 +84,14 @@ func IsPhysicalEthernet(sysfs, name string) bool {
 	return err == nil && strings.TrimSpace(string(t)) == "1" // ARPHRD_ETHER
 }
 
-// hasCarrier reports whether the link is up with carrier (IFF_RUNNING:
-// the driver reports lower-layer up and the kernel set operstate up).
+// hasCarrier reports whether the link is up with carrier. It looks at
+// IFF_LOWER_UP (the driver's carrier state) rather than IFF_RUNNING: the
+// kernel sets RUNNING only when its link watcher gets round to the
+// operstate, which it rate-limits to once a second. Frames flow as soon as
+// the device is up with carrier.
 func hasCarrier(l netlink.Link) bool {
-	return l.Attrs().RawFlags&unix.IFF_RUNNING != 0
+	f := l.Attrs().RawFlags
+	return f&unix.IFF_UP != 0 && f&unix.IFF_LOWER_UP != 0
 }
 
 // carrierWaiter is told (via kick) whenever the link changes, and re-reads

@@ -50,6 +50,8 @@ type Config struct {
 	Sysfs string
 	// Logf reports progress; nil discards.
 	Logf func(format string, args ...any)
+	// Debugf, if set, reports every DHCP message.
+	Debugf func(format string, args ...any)
 }
 
 func (c *Config) setDefaults() {
@@ -307,7 +309,7 @@ func (u *upRun) work(ctx context.Context, nic NIC, w *carrierWaiter, metric int)
 	u.cfg.Logf("%s: carrier after %s", nic.Name, after.Round(time.Millisecond))
 	dctx, cancel := context.WithTimeout(ctx, u.cfg.DHCPTimeout)
 	t0 := time.Now()
-	lease, err := requestLease(dctx, nic.Name, nic.Index, u.cfg.VendorClass, u.cfg.EntropyWait, u.cfg.Logf)
+	lease, err := requestLease(dctx, nic.Name, nic.Index, u.cfg.VendorClass, u.cfg.EntropyWait, u.cfg.Logf, u.cfg.Debugf)
 	cancel()
 	if err != nil {
 		a.Err = err
