@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean initramfs FORCE
+.PHONY: build deps check test test-quick clean bench-restore initramfs FORCE
 
 build:
 	$(GO) build ./...
@@ -31,6 +31,11 @@ test: deps check
 ## test-quick: unit tests only (skips namespace and VM tests).
 test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
+
+## bench-restore: imgcast restore-partition vs zstd -dc | partclone.restore on
+## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
+bench-restore:
+	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
 
 clean:
 	rm -rf $(BUILD)
@@ -89,3 +94,22 @@ $(BUILD)/initramfs.img: $(BUILD)/userland.cpio.zst $(BUILD)/modules.cpio
 	mv $@.tmp $@
 
 FORCE:
+
+# --- serving side (imgcast-server) and the default image -------------------
+IMAGES := $(BUILD)/images
+DEFAULT_IMAGE := $(IMAGES)/default
+REFERENCE_DISK := $(BUILD)/reference/default.raw
+
+.PHONY: server default-image
+
+## server: build the serving side into build/imgcast-server.
+server:
+	$(GO) build -o $(BUILD)/imgcast-server ./cmds/imgcast-server
+
+## default-image: the demo's image as a FOG folder (build/images/default,
+## served by `imgcast-server --images build/images`) and the raw disk it was
+## captured from (build/reference/default.raw, outside the served folder).
+default-image: $(DEFAULT_IMAGE)/d1.sha256
+
+$(DEFAULT_IMAGE)/d1.sha256: scripts/make-default-image.sh
+	scripts/make-default-image.sh $(DEFAULT_IMAGE) $(REFERENCE_DISK)

@@ -39,6 +39,8 @@ const (
 type Settings struct {
 	Server   net.IP
 	Image    string
+	Report   string // URL status reports are POSTed to
+	Session  string // URL of the multicast session
 	PortBase int
 	Disk     string
 	Mode     Mode
@@ -73,14 +75,11 @@ var settingKeys = []settingKey{
 			return nil
 		}},
 	{"imgcast.image", "URL", "", "the image folder (http://server/images/name/), FOG/partclone layout",
-		func(s *Settings, v string) error {
-			u, err := url.Parse(v)
-			if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				return fmt.Errorf("%q is not an http(s) URL", v)
-			}
-			s.Image = v
-			return nil
-		}},
+		urlSetter(func(s *Settings) *string { return &s.Image })},
+	{"imgcast.report", "URL", "", "where the client POSTs its status reports (imgcast-server: http://SERVER:8080/api/status)",
+		urlSetter(func(s *Settings) *string { return &s.Report })},
+	{"imgcast.session", "URL", "", "the multicast session to check before joining (imgcast-server: http://SERVER:8080/api/session)",
+		urlSetter(func(s *Settings) *string { return &s.Session })},
 	{"imgcast.portbase", "PORT", "9000", "udpcast port base, as udp-sender's --portbase (even; the session uses PORT and PORT+1)",
 		func(s *Settings, v string) error {
 			p, err := strconv.Atoi(v)
@@ -142,6 +141,18 @@ var settingKeys = []settingKey{
 			s.Verbose = b
 			return nil
 		}},
+}
+
+// urlSetter accepts http and https URLs.
+func urlSetter(field func(*Settings) *string) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("%q is not an http(s) URL", v)
+		}
+		*field(s) = v
+		return nil
+	}
 }
 
 // durationSetter parses "30s", "2m" or plain seconds ("30").

@@ -24,12 +24,13 @@ func TestParseSettings(t *testing.T) {
 		{"empty", "console=ttyS0 panic=-1", func(s *Settings) bool { return s.Mode == ModeMulticast && s.Server == nil }, nil},
 		{"everything", `console=ttyS0 imgcast.server=10.0.0.1 imgcast.image=http://10.0.0.1:8080/images/win10/ imgcast.portbase=9002 ` +
 			`imgcast.disk=/dev/nvme0n1 imgcast.mode=debug imgcast.after=poweroff imgcast.mac=52:54:00:12:34:56 ` +
-			`imgcast.linktimeout=5s imgcast.dhcptimeout=2m imgcast.disktimeout=3 imgcast.failwait=0`,
+			`imgcast.linktimeout=5s imgcast.dhcptimeout=2m imgcast.disktimeout=3 imgcast.failwait=0 ` +
+			`imgcast.report=http://10.0.0.1:8080/api/status imgcast.session=http://10.0.0.1:8080/api/session`,
 			func(s *Settings) bool {
 				return s.Server.Equal(net.IPv4(10, 0, 0, 1)) && s.Image == "http://10.0.0.1:8080/images/win10/" && s.PortBase == 9002 &&
 					s.Disk == "/dev/nvme0n1" && s.Mode == ModeDebug && s.After == AfterPowerOff && s.MAC.String() == "52:54:00:12:34:56" &&
 					s.LinkTimeout == 5*time.Second && s.DHCPTimeout == 2*time.Minute && s.DiskTimeout == 3*time.Second && s.FailWait == 0 &&
-					s.serverPort() == 8080
+					s.serverPort() == 8080 && s.Report == "http://10.0.0.1:8080/api/status" && s.Session == "http://10.0.0.1:8080/api/session"
 			}, nil},
 		{"BOOTIF", "BOOTIF=01-52-54-00-aa-bb-cc", func(s *Settings) bool { return s.MAC.String() == "52:54:00:aa:bb:cc" }, nil},
 		{"imgcast.mac wins over BOOTIF", "BOOTIF=01-52-54-00-aa-bb-cc imgcast.mac=52:54:00:00:00:01",

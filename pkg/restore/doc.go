@@ -1,3 +1,20 @@
-// Package restore decodes partition images (partclone, gzip, zstd, raw),
-// restores partition tables and writes partitions to disks.
+// Package restore writes disk images to disks: partition images (partclone
+// formats 0001/0002, or raw streams, compressed with gzip, zstd or not at
+// all) streamed from any io.Reader, and whole FOG-style image folders
+// (dN.partitions, dN.mbr, dNpM.img…) with their partition table.
+//
+// Everything streams: the input is never seeked, never buffered whole and
+// never spilled to a temporary file. Decompression, decoding with checksum
+// verification, and writing run in three goroutines joined by a few MiB of
+// buffers, so a fast disk is kept busy.
+//
+// Nothing is written before the image header, the partition table and the
+// sizes have been checked. Errors can be told apart with errors.Is and
+// errors.As: ErrChecksum (ChecksumError names the blocks), ErrTruncated,
+// ErrDoesNotFit (FitError), ErrSectorSize, ErrDigest (DigestError),
+// ErrNotPartclone, ErrCorrupt; PartitionError names the partition.
+//
+// The pieces live in subpackages: partclone (image decoding), decompress
+// (format sniffing), sfdisk (dump parsing), ptable (tables with go-diskfs)
+// and imagedir (local and HTTP image folders).
 package restore

@@ -1,0 +1,93 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// Target is where one partition image goes: a partition device, a byte
+// range of a disk (device or image file), or a regular file.
+type Target struct {
+	f      *os.File
+	name   string
+	offset int64 // where the partition starts in f
+	size   int64 // room in bytes, or -1 for a regular file that may grow
+	owned  bool  // Close closes f
+}
+
+// NewTarget writes into f starting at byte offset, with room for size
+// bytes (size < 0: a regular file that is grown to the image's device size).
+// Closing the Target does not close f.
+func NewTarget(f *os.File, offset, size int64) *Target {
+	return &Target{f: f, name: f.Name(), offset: offset, size: size}
+}
+
+// OpenTarget opens a partition device (exclusively, so a mounted one is
+// refused) or a regular file, which is created when it does not exist and
+// grown to the image's device size when it is shorter.
+func OpenTarget(path string) (*Target, error) {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return &Target{f: f, name: path, size: -1, owned: true}, nil
+	case err != nil:
+		return nil, err
+	case st.Mode().IsRegular():
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &Target{f: f, name: path, size: -1, owned: true}, nil
+	case st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0:
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_EXCL, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s (is it mounted or in use?): %w", path, err)
+		}
+		size, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("size of %s: %w", path, err)
+		}
+		return &Target{f: f, name: path, size: size, owned: true}, nil
+	}
+	return nil, fmt.Errorf("%s is neither a block device nor a regular file", path)
+}
+
+// Name is the target's path, for messages.
+func (t *Target) Name() string { return t.name }
+
+// Close closes the file if OpenTarget opened it.
+func (t *Target) Close() error {
+	if t.owned {
+		return t.f.Close()
+	}
+	return nil
+}
+
+// prepare checks that an image of deviceSize bytes fits and sizes a
+// growable regular file. Nothing has been written before it returns nil.
+func (t *Target) prepare(deviceSize int64) error {
+	if t.size >= 0 {
+		if deviceSize > t.size {
+			return &ImageFitError{Target: t.name, DeviceSize: deviceSize, Room: t.size}
+		}
+		return nil
+	}
+	st, err := t.f.Stat()
+	if err != nil {
+		return err
+	}
+	if end := t.offset + deviceSize; st.Size() < end {
+		if err := t.f.Truncate(end); err != nil {
+			return fmt.Errorf("sizing %s to %d bytes: %w", t.name, end, err)
+		}
+	}
+	return nil
+}
