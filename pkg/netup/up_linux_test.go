@@ -183,6 +183,19 @@ func TestUpGetsLeaseAndRenews(t *testing.T) {
 	if got := strings.Count(dhcp.Log(), "DHCPACK(br0)"); got != 2 {
 		t.Errorf("dnsmasq sent %d ACKs, want 2 (lease and renewal)", got)
 	}
+
+	// A server that does not answer (the switch does not route): the
+	// diagnosis says so, and the NIC keeps its address for debugging.
+	res = runUp(t, client, helperRequest{
+		NICs: []string{"eth0"}, Server: "10.91.77.77", ServerPort: 80,
+		LinkTimeout: 10 * time.Second, DHCPTimeout: 20 * time.Second,
+	})
+	if !strings.Contains(res.Reason, "server 10.91.77.77 is not reachable") || !strings.Contains(res.Err, "eth0 cannot reach the server 10.91.77.77:80") {
+		t.Errorf("unreachable server: diagnosis %q", res.Err)
+	}
+	if len(res.Addrs["eth0"]) != 1 {
+		t.Errorf("after an unreachable server eth0 has %v, want its lease kept for debugging", res.Addrs["eth0"])
+	}
 }
 
 // twoNICHost gives a client namespace two NICs: eth0 on lab a and eth1 on
@@ -275,6 +288,12 @@ func TestUpDiagnosesNoLeaseAndNoCarrier(t *testing.T) {
 	}
 	if took := time.Since(start); took > 20*time.Second {
 		t.Errorf("the no-carrier diagnosis took %s; the link timeout was 1 s", took)
+	}
+
+	// The command line names a MAC no NIC has.
+	res = runUp(t, client, helperRequest{NICs: []string{"eth0"}, MAC: "02:00:00:00:00:99", LinkTimeout: time.Second})
+	if !strings.Contains(res.Reason, "no NIC has the MAC address 02:00:00:00:00:99") || !strings.Contains(res.Err, "NICs present but not tried:") {
+		t.Errorf("unknown MAC: diagnosis %q", res.Err)
 	}
 
 	// No NIC at all.
