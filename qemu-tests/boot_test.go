@@ -53,7 +53,7 @@ func TestDebugModeOverPXE(t *testing.T) {
 	v.Expect(`imgcast debug shell`, 30*time.Second)
 	v.Expect(`Network:  eth0 `+strings.ReplaceAll(ip, ".", `\.`)+`/24 gw 10\.71\.0\.1 from DHCP server 10\.71\.0\.1`, 10*time.Second)
 	v.Expect(`eth0 \(`+v.MACs[0]+`, driver virtio_net`, 10*time.Second)
-	v.Expect(`/dev/vda 64\.0 MiB`, 10*time.Second)
+	v.Expect(`/dev/vda 64 MiB`, 10*time.Second)
 	v.Expect(`udp-receiver --nokbd --portbase 9000 --file /dev/vda`, 10*time.Second)
 	v.Expect(`Type 'exit' to leave it; then the machine will power off`, 10*time.Second)
 

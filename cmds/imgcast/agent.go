@@ -31,7 +31,7 @@ import (
 type agent struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	sysfs          string
+	root           string // "/", or a fake one in tests
 	moduleRoot     string
 
 	settings *Settings
@@ -59,7 +59,7 @@ type agent struct {
 func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
 	a := &agent{
 		stdin: stdin, stdout: stdout, stderr: stderr,
-		sysfs:      "/sys",
+		root:       "/",
 		moduleRoot: "/lib/modules",
 		netUp:      netup.Up,
 		powerDo:    power.Do,
@@ -96,6 +96,8 @@ func (a *agent) logf(format string, args ...any) {
 	fmt.Fprintf(a.stderr, "[%8.3f] imgcast: %s\n", a.uptime().Seconds(), fmt.Sprintf(format, args...))
 }
 
+func (a *agent) sysfs() string { return filepath.Join(a.root, "sys") }
+
 // debugf is logf when imgcast.verbose is on, else nil.
 func (a *agent) debugf() func(string, ...any) {
 	if a.settings.Verbose {
@@ -124,7 +126,7 @@ func (a *agent) run(ctx context.Context, cmdline string) error {
 		ServerPort:  s.serverPort(),
 		LinkTimeout: s.LinkTimeout,
 		DHCPTimeout: s.DHCPTimeout,
-		Sysfs:       a.sysfs,
+		Sysfs:       a.sysfs(),
 		Logf:        a.logf,
 		Debugf:      a.debugf(),
 	})
@@ -170,7 +172,7 @@ func (a *agent) startDrivers(ctx context.Context, cmdline string) *netup.Drivers
 	}
 	l := netup.NewLoader(ix)
 	l.Params, l.Blacklist = netup.ModuleOptionsFromCmdline(cmdline)
-	d := &netup.Drivers{Loader: l, Sysfs: a.sysfs, Logf: a.logf}
+	d := &netup.Drivers{Loader: l, Sysfs: a.sysfs(), Logf: a.logf}
 	d.Debugf = a.debugf()
 	d.Start(ctx)
 	return d

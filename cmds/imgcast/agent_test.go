@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/testfs"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
 )
@@ -27,7 +28,7 @@ type testAgent struct {
 func newTestAgent(t *testing.T, stdin io.Reader, netUp func(context.Context, netup.Config) (*netup.Network, error)) *testAgent {
 	ta := &testAgent{}
 	a := newAgent(stdin, &ta.out, &ta.out)
-	a.sysfs = fakeSysfs(t, map[string]string{"block/vda/size": "2097152\n", "block/vda/removable": "0\n"}, nil)
+	a.root = testfs.Tree(t, map[string]string{"sys/block/vda/size": "2097152\n", "sys/block/vda/removable": "0\n"}, nil)
 	a.moduleRoot = t.TempDir() // never load modules into the test machine's kernel
 	a.netUp = netUp
 	a.keepLease = false
@@ -63,7 +64,7 @@ func TestAgentPaths(t *testing.T) {
 	}{
 		{"debug mode: banner, shell, reboot", "imgcast.mode=debug imgcast.server=10.0.0.1", upOK, "", nil, 1, power.Reboot,
 			[]string{`network ready: eth0 10\.0\.0\.123/24 gw 10\.0\.0\.1 .* in [0-9.]+ s since init started \(uptime [0-9.]+ s\)`,
-				"imgcast debug shell", `Network:  eth0 10\.0\.0\.123/24`, `/dev/vda 1\.0 GiB`, `Server:   10\.0\.0\.1   port base 9000`,
+				"imgcast debug shell", `Network:  eth0 10\.0\.0\.123/24`, `/dev/vda 1 GiB`, `Server:   10\.0\.0\.1   port base 9000`,
 				`udp-receiver --nokbd --portbase 9000 --file /dev/vda`}},
 		{"debug mode then power off", "imgcast.mode=debug imgcast.after=poweroff", upOK, "", nil, 1, power.PowerOff,
 			[]string{"then the machine will power off"}},

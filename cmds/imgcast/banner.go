@@ -23,7 +23,7 @@ type bannerInfo struct {
 }
 
 func (a *agent) printBanner() {
-	info := bannerInfo{Settings: a.settings, Uptime: a.uptime(), Disks: listDisks(a.sysfs)}
+	info := bannerInfo{Settings: a.settings, Uptime: a.uptime(), Disks: listDisks(a.root)}
 	if a.network != nil {
 		info.Ready = true
 		info.NIC = a.network.NIC.Name
@@ -31,7 +31,7 @@ func (a *agent) printBanner() {
 		info.Took = a.netReady - a.initStart
 		info.Since = a.startLabel
 	}
-	if ifs, err := netup.Interfaces(a.sysfs); err == nil {
+	if ifs, err := netup.Interfaces(a.sysfs()); err == nil {
 		info.Interfaces = ifs
 	}
 	writeBanner(a.stdout, info)
@@ -74,7 +74,7 @@ func writeBanner(w io.Writer, in bannerInfo) {
 	if target == "" {
 		target = "/dev/DISK"
 		if d, ok, _ := chooseDisk(in.Disks, "", 1); ok {
-			target = d.Path()
+			target = d.Path
 		}
 	}
 	b.WriteString(" Try:\n")

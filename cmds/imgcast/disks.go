@@ -3,28 +3,23 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imgcast/imgcast/pkg/inventory"
 )
 
-// Disk is a whole-disk block device.
+// Disk is a whole disk as the inventory reads it, and whether it hangs off
+// USB: a USB hard disk is "not removable" to the kernel, but it is the
+// technician's, never the machine's own disk.
 type Disk struct {
-	Name      string // vda, sda, nvme0n1
-	Size      int64  // bytes
-	Removable bool
-	USB       bool   // attached over USB
-	Model     string // as the device reports it, may be empty
+	inventory.Disk
+	USB bool
 }
 
-// Path is the device node.
-func (d Disk) Path() string { return "/dev/" + d.Name }
-
 func (d Disk) String() string {
-	s := fmt.Sprintf("%s %s", d.Path(), humanBytes(d.Size))
+	s := fmt.Sprintf("%s %s", d.Path, inventory.HumanBytes(d.SizeBytes))
 	var notes []string
 	if d.Model != "" {
 		notes = append(notes, d.Model)
@@ -41,48 +36,40 @@ func (d Disk) String() string {
 	return s
 }
 
-// notDisks are block devices that are never imaging targets.
-var notDisks = []string{"loop", "ram", "zram", "sr", "fd", "dm-", "md", "nbd"}
-
-// listDisks reads the whole-disk block devices from sysfs, sorted by name.
-func listDisks(sysfs string) []Disk {
-	entries, _ := os.ReadDir(filepath.Join(sysfs, "block"))
-	var out []Disk
-	for _, e := range entries {
-		name := e.Name()
-		skip := false
-		for _, p := range notDisks {
-			if strings.HasPrefix(name, p) {
-				skip = true
-			}
-		}
-		if skip {
-			continue
-		}
-		dir := filepath.Join(sysfs, "block", name)
-		read := func(f string) string {
-			b, _ := os.ReadFile(filepath.Join(dir, f))
-			return strings.TrimSpace(string(b))
-		}
-		sectors, _ := strconv.ParseInt(read("size"), 10, 64) // always 512-byte units
-		d := Disk{Name: name, Size: sectors * 512, Removable: read("removable") == "1", Model: read("device/model")}
-		if target, err := filepath.EvalSymlinks(dir); err == nil {
-			d.USB = strings.Contains(target, "/usb")
-		}
-		out = append(out, d)
+// skip says why the disk is not picked by default for an image of minSize
+// bytes ("" if it would be).
+func (d Disk) skip(minSize uint64) string {
+	if d.USB {
+		return "on USB"
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return d.Disk.Skip(minSize)
+}
+
+// listDisks reads the whole-disk block devices under root (/), sorted by
+// name.
+func listDisks(root string) []Disk {
+	found, _ := inventory.ReadDisks(root)
+	out := make([]Disk, 0, len(found))
+	for _, d := range found {
+		usb := false
+		if target, err := filepath.EvalSymlinks(filepath.Join(root, "sys", "block", d.Name)); err == nil {
+			usb = strings.Contains(target, "/usb")
+		}
+		out = append(out, Disk{d, usb})
+	}
 	return out
 }
 
 // chooseDisk picks the disk to write: the named one (it must exist and be
-// large enough), or else the first non-removable, non-USB disk of at least
-// minSize bytes. ok is false when there is none (yet).
-func chooseDisk(disks []Disk, named string, minSize int64) (d Disk, ok bool, err error) {
+// large enough), or else the first (by name) physical, non-removable,
+// non-USB disk of at least minSize bytes. ok is false when there is none
+// (yet).
+func chooseDisk(disks []Disk, named string, minSize uint64) (d Disk, ok bool, err error) {
 	for _, d := range disks {
-		if named != "" && d.Path() == named {
-			if d.Size < minSize {
-				return d, false, fmt.Errorf("disk %s has %s, the image needs %s", named, humanBytes(d.Size), humanBytes(minSize))
+		if named != "" && d.Path == named {
+			if d.SizeBytes < minSize {
+				return d, false, fmt.Errorf("disk %s has %s, the image needs %s", named,
+					inventory.HumanBytes(d.SizeBytes), inventory.HumanBytes(minSize))
 			}
 			return d, true, nil
 		}
@@ -91,17 +78,18 @@ func chooseDisk(disks []Disk, named string, minSize int64) (d Disk, ok bool, err
 		return Disk{}, false, nil
 	}
 	for _, d := range disks {
-		if !d.Removable && !d.USB && d.Size > 0 && d.Size >= minSize {
+		if d.skip(minSize) == "" {
 			return d, true, nil
 		}
 	}
 	return Disk{}, false, nil
 }
 
-// DiskError says no disk fits, listing the disks there are.
+// DiskError says no disk fits, listing the disks there are and why each
+// was passed over.
 type DiskError struct {
 	Named   string
-	MinSize int64
+	MinSize uint64
 	Waited  time.Duration
 	Disks   []Disk
 	Err     error
@@ -109,12 +97,13 @@ type DiskError struct {
 
 func (e *DiskError) Error() string {
 	var b strings.Builder
-	if e.Err != nil {
+	switch {
+	case e.Err != nil:
 		b.WriteString(e.Err.Error())
-	} else if e.Named != "" {
+	case e.Named != "":
 		fmt.Fprintf(&b, "disk %s not found after %s", e.Named, e.Waited.Round(time.Millisecond))
-	} else {
-		fmt.Fprintf(&b, "no non-removable, non-USB disk of at least %s found after %s", humanBytes(e.MinSize), e.Waited.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(&b, "no disk of at least %s found after %s", inventory.HumanBytes(e.MinSize), e.Waited.Round(time.Millisecond))
 	}
 	b.WriteString("\ndisks present:")
 	if len(e.Disks) == 0 {
@@ -122,6 +111,9 @@ func (e *DiskError) Error() string {
 	}
 	for _, d := range e.Disks {
 		b.WriteString("\n  " + d.String())
+		if why := d.skip(e.MinSize); why != "" && e.Named == "" {
+			b.WriteString(": " + why)
+		}
 	}
 	return b.String()
 }
@@ -133,7 +125,7 @@ func (e *DiskError) Hint() string {
 
 // waitForDisk waits until chooseDisk finds a disk, up to timeout, looking
 // again whenever a device event arrives (changed) rather than polling.
-func waitForDisk(ctx context.Context, sysfs, named string, minSize int64, timeout time.Duration, changed func() <-chan struct{}) (Disk, error) {
+func waitForDisk(ctx context.Context, root, named string, minSize uint64, timeout time.Duration, changed func() <-chan struct{}) (Disk, error) {
 	start := time.Now()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -142,7 +134,7 @@ func waitForDisk(ctx context.Context, sysfs, named string, minSize int64, timeou
 		if changed != nil {
 			wake = changed() // before looking, so no event is missed
 		}
-		disks := listDisks(sysfs)
+		disks := listDisks(root)
 		d, ok, err := chooseDisk(disks, named, minSize)
 		if err != nil {
 			return Disk{}, &DiskError{Named: named, MinSize: minSize, Disks: disks, Err: err}
@@ -153,22 +145,9 @@ func waitForDisk(ctx context.Context, sysfs, named string, minSize int64, timeou
 		select {
 		case <-wake:
 		case <-timer.C:
-			return Disk{}, &DiskError{Named: named, MinSize: minSize, Waited: time.Since(start), Disks: listDisks(sysfs)}
+			return Disk{}, &DiskError{Named: named, MinSize: minSize, Waited: time.Since(start), Disks: listDisks(root)}
 		case <-ctx.Done():
 			return Disk{}, ctx.Err()
 		}
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -51,13 +51,13 @@ func (a *agent) env() *Env {
 // Disk waits (up to imgcast.disktimeout, woken by device events) for the
 // disk to write: imgcast.disk, or the first non-removable, non-USB disk of
 // at least minSize bytes. The error is a *DiskError listing the disks.
-func (e *Env) Disk(ctx context.Context, minSize int64) (Disk, error) {
+func (e *Env) Disk(ctx context.Context, minSize uint64) (Disk, error) {
 	a := e.agent
 	var changed func() <-chan struct{}
 	if a.drivers != nil {
 		changed = a.drivers.Changed
 	}
-	return waitForDisk(ctx, a.sysfs, e.Settings.Disk, minSize, e.Settings.DiskTimeout, changed)
+	return waitForDisk(ctx, a.root, e.Settings.Disk, minSize, e.Settings.DiskTimeout, changed)
 }
 
 // Uptime is the guest clock: time since the kernel started.

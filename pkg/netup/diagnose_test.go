@@ -2,43 +2,16 @@ package netup
 
 import (
 	"errors"
+	"github.com/imgcast/imgcast/internal/testfs"
 	"net"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
-// fakeSysfs builds a sysfs-like tree: files are path -> contents, links
-// are path -> target.
-func fakeSysfs(t *testing.T, files map[string]string, links map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	for p, c := range files {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for p, target := range links {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, full); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
 func TestNetworkDevicesWithoutDriver(t *testing.T) {
-	sysfs := fakeSysfs(t, map[string]string{
+	sysfs := testfs.Tree(t, map[string]string{
 		// ne2k-pci NIC, no driver
 		"bus/pci/devices/0000:00:03.0/class":    "0x020000\n",
 		"bus/pci/devices/0000:00:03.0/vendor":   "0x10ec\n",
@@ -98,7 +71,7 @@ func TestDiagnosisText(t *testing.T) {
 }
 
 func TestIsPhysicalEthernet(t *testing.T) {
-	sysfs := fakeSysfs(t, map[string]string{
+	sysfs := testfs.Tree(t, map[string]string{
 		"class/net/eth0/type":        "1\n",
 		"class/net/wlan0/type":       "1\n",
 		"class/net/wlan0/wireless/x": "",

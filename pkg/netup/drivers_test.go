@@ -2,6 +2,7 @@ package netup
 
 import (
 	"context"
+	"github.com/imgcast/imgcast/internal/testfs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +23,7 @@ func TestColdplug(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sysfs := fakeSysfs(t, map[string]string{
+	sysfs := testfs.Tree(t, map[string]string{
 		"bus/pci/devices/0000:00:02.0/modalias": "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
 		"bus/pci/devices/0000:00:1f.2/modalias": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01\n",
 		"bus/pci/devices/0000:00:1f.3/modalias": "pci:v00008086d00002930sv00001AF4sd00001100bc0Csc05i00\n", // no driver
