@@ -65,6 +65,11 @@ func TestDebugModeOverPXE(t *testing.T) {
 		t.Error("dnsmasq never saw the imgcast vendor class")
 	}
 
+	// How much of the 256 MiB the booted client leaves free.
+	v.Expect(`\$ `, 10*time.Second)
+	v.Type("cat /proc/meminfo")
+	mem := v.Expect(`MemTotal:\s+(\d+) kB[\s\S]*MemAvailable:\s+(\d+) kB`, 10*time.Second)
+	t.Logf("guest memory: MemTotal %s kB, MemAvailable %s kB at the debug shell", mem[1], mem[2])
 	v.Expect(`\$ `, 10*time.Second)
 	v.Type("exit")
 	if err := v.Wait(time.Minute); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -106,9 +107,19 @@ func (a *agent) debugf() func(string, ...any) {
 	return nil
 }
 
-func (a *agent) run(ctx context.Context, cmdline string) error {
+func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 	stopSignals := a.handleInterrupts()
 	defer stopSignals()
+	// A bug must not end in a kernel panic with the trace scrolled away:
+	// it goes down the failure path like any other error.
+	defer func() {
+		if r := recover(); r != nil {
+			if a.settings == nil {
+				a.settings = defaultSettings()
+			}
+			err = a.fail(fmt.Errorf("internal error (a bug in imgcast): %v\n%s", r, debug.Stack()))
+		}
+	}()
 	a.logf("starting (%s at %s)", a.startLabel, seconds(a.initStart))
 	s, err := parseSettings(cmdline)
 	a.settings = s

@@ -116,6 +116,21 @@ func TestAgentPaths(t *testing.T) {
 	}
 }
 
+func TestAgentPanicGoesDownTheFailurePath(t *testing.T) {
+	ta := newTestAgent(t, strings.NewReader(""), func(context.Context, netup.Config) (*netup.Network, error) {
+		var m map[string]int
+		m["boom"]++ // a bug
+		return nil, nil
+	})
+	err := ta.run(context.Background(), "imgcast.after=poweroff imgcast.failwait=0")
+	if err == nil || !strings.Contains(err.Error(), "internal error (a bug in imgcast)") {
+		t.Errorf("err = %v", err)
+	}
+	if !strings.Contains(ta.out.String(), "*** imgcast FAILED ***") || len(ta.powers) != 1 || ta.powers[0] != power.PowerOff {
+		t.Errorf("powers %v, output:\n%s", ta.powers, ta.out.String())
+	}
+}
+
 func TestAgentPassesSettingsToNetwork(t *testing.T) {
 	var got netup.Config
 	ta := newTestAgent(t, strings.NewReader(""), func(ctx context.Context, cfg netup.Config) (*netup.Network, error) {
