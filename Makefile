@@ -57,7 +57,7 @@ IMAGE_GO = $(shell find cmds pkg initramfs -name '*.go' -not -name '*_test.go') 
 # run another kernel. The file is rewritten only when the version changes.
 $(BUILD)/kver: FORCE
 	@mkdir -p $(BUILD)
-	@if ! dpkg-query -W -f='$${Status}' linux-image-amd64 2>/dev/null | grep -q 'install ok installed'; then \
+	@if [[ "$$(dpkg-query -W -f='$${Status}' linux-image-amd64 2>/dev/null || true)" != *"install ok installed"* ]]; then \
 	  echo "initramfs: installing linux-image-amd64"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-image-amd64; \
 	fi
