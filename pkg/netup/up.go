@@ -316,11 +316,13 @@ func (u *upRun) work(ctx context.Context, nic NIC, w *carrierWaiter, metric int)
 		return a
 	}
 	a.LeaseAfter = time.Since(t0)
+	// Recorded before applying, so a half-applied lease is removed with
+	// the others if this NIC is not chosen.
+	a.Lease = lease
 	if err := lease.apply(metric); err != nil {
 		a.Err = err
 		return a
 	}
-	a.Lease = lease
 	u.cfg.Logf("%s: %s (DHCP took %s)", nic.Name, lease, a.LeaseAfter.Round(time.Millisecond))
 	if u.cfg.Server != nil {
 		if err := probeReach(ctx, nic.Name, u.cfg.Server, u.cfg.ServerPort); err != nil {
