@@ -10,7 +10,7 @@
 //   - drivers.go, uevent.go: coldplug (modaliases in sysfs) and hotplug
 //     (kernel uevents), loading what matches as devices appear
 //   - links.go: finding NICs, setting them up, waiting for carrier
-//   - dhcp.go, configure.go, lease.go: DHCP with nclient4, applying a
+//   - dhcp.go, configure.go, renew.go: DHCP with nclient4, applying a
 //     lease with netlink, renewing it during long jobs
 //   - up.go: the whole bring-up, picking the NIC that reaches the server
 //   - diagnose.go: what to tell the operator when nothing works
