@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean bench-restore initramfs FORCE
+.PHONY: build deps check test test-quick clean bench-restore bench-receiver initramfs FORCE
 
 build:
 	$(GO) build ./...
@@ -36,6 +36,11 @@ test-quick: check
 ## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
 bench-restore:
 	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
+
+## bench-receiver: udp-sender -> udpcast's udp-receiver vs ours, 512 MiB,
+## alternating, 3 pairs; prints wall and CPU and the ratios (needs root).
+bench-receiver:
+	flock /tmp/imgcast-heavy.lock $(GO) run ./pkg/receiver/internal/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

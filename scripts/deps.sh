@@ -33,6 +33,8 @@ declare -A want=(
   [modinfo]=kmod
   [ping]=iputils-ping
   [sysctl]=procps
+  [cmp]=diffutils
+  [losetup]=mount
 )
 
 missing=()
