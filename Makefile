@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := build
 
-.PHONY: build deps check test test-quick clean bench-restore bench-receiver
+.PHONY: build deps check test test-quick clean bench-restore bench-receiver initramfs FORCE
 
 build:
 	$(GO) build ./...
@@ -44,6 +44,61 @@ bench-receiver:
 
 clean:
 	rm -rf $(BUILD)
+
+## initramfs: the client boot image build/initramfs.img (u-root userland +
+## kernel modules, two concatenated cpio archives) and its kernel build/vmlinuz.
+initramfs: $(BUILD)/initramfs.img $(BUILD)/vmlinuz
+	@echo "initramfs: $(BUILD)/initramfs.img $$(stat -c %s $(BUILD)/initramfs.img) bytes" \
+	  "(userland $$(stat -c %s $(BUILD)/userland.cpio.zst), modules $$(stat -c %s $(BUILD)/modules.cpio));" \
+	  "kernel $$(cat $(BUILD)/kver): $(BUILD)/vmlinuz $$(stat -c %s $(BUILD)/vmlinuz) bytes"
+
+# u-root commands in the image: the list lives in initramfs/tools.go.
+UROOT_CMDS = $(shell sed -n 's|^[[:space:]]*_ "\(github.com/u-root/u-root/cmds/[^"]*\)"|\1|p' initramfs/tools.go)
+IMAGE_CMDS := ./cmds/imgcast ./cmds/udp-receiver ./cmds/poweroff ./cmds/reboot
+IMAGE_GO = $(shell find cmds pkg initramfs -name '*.go' -not -name '*_test.go') go.mod go.sum
+
+# The guest kernel is Debian's linux-image-amd64 (installed here if missing).
+# Its version comes from the package, never from uname -r: the build host may
+# run another kernel. The file is rewritten only when the version changes.
+$(BUILD)/kver: FORCE
+	@mkdir -p $(BUILD)
+	@if [[ "$$(dpkg-query -W -f='$${Status}' linux-image-amd64 2>/dev/null || true)" != *"install ok installed"* ]]; then \
+	  echo "initramfs: installing linux-image-amd64"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-image-amd64; \
+	fi
+	@dep=$$(dpkg-query -W -f='$${Depends}' linux-image-amd64); kver=$${dep%% *}; kver=$${kver#linux-image-}; \
+	if [[ ! -f /boot/vmlinuz-$$kver || ! -f /lib/modules/$$kver/modules.dep ]]; then \
+	  echo "initramfs: linux-image-amd64 depends on '$$dep' but /boot/vmlinuz-$$kver or /lib/modules/$$kver is missing" >&2; exit 1; \
+	fi; \
+	if [[ ! -f $@ || $$(cat $@) != "$$kver" ]]; then echo "$$kver" > $@; fi
+
+$(BUILD)/vmlinuz: $(BUILD)/kver
+	cp /boot/vmlinuz-$$(cat $<) $@
+
+$(BUILD)/modules.cpio: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/netup/*.go)
+	$(GO) run ./initramfs/mkmodules -kver $$(cat $(BUILD)/kver) -list initramfs/modules.list -o $@
+
+# -tags goshsmall: gosh reads lines through the kernel's tty line discipline
+# instead of its full-screen editor, so the debug shell works on a serial
+# console (serial-over-LAN) and can be driven by tests. GOAMD64=v1 keeps the
+# image running on old CPUs and QEMU's default CPU model.
+$(BUILD)/userland.cpio.zst: $(IMAGE_GO)
+	@mkdir -p $(BUILD)/bin
+	$(GO) build -o $(BUILD)/bin/u-root github.com/u-root/u-root
+	GOAMD64=v1 $(BUILD)/bin/u-root -o $(BUILD)/userland.cpio -tags goshsmall \
+	  -uinitcmd=imgcast -defaultsh=gosh $(UROOT_CMDS) $(IMAGE_CMDS)
+	zstd -19 -T0 -q -f --rm $(BUILD)/userland.cpio -o $@
+
+# The modules archive holds zstd-compressed .ko files already; compressing
+# it again gains nothing, so it is appended as is. The kernel only finds an
+# uncompressed archive at a 4-byte aligned offset (zero padding is skipped).
+$(BUILD)/initramfs.img: $(BUILD)/userland.cpio.zst $(BUILD)/modules.cpio
+	cp $(BUILD)/userland.cpio.zst $@.tmp
+	truncate -s %4 $@.tmp
+	cat $(BUILD)/modules.cpio >> $@.tmp
+	mv $@.tmp $@
+
+FORCE:
 
 # --- serving side (imgcast-server) and the default image -------------------
 IMAGES := $(BUILD)/images

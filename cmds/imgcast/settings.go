@@ -1,0 +1,286 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imgcast/imgcast/pkg/netup"
+)
+
+// Mode is what the agent does once the network is up (imgcast.mode).
+type Mode string
+
+// The modes.
+const (
+	ModeMulticast Mode = "multicast"
+	ModeUnicast   Mode = "unicast"
+	ModeDebug     Mode = "debug"
+)
+
+// After is what the agent does when the job ends, well or badly
+// (imgcast.after).
+type After string
+
+// The after-actions.
+const (
+	AfterReboot   After = "reboot"
+	AfterPowerOff After = "poweroff"
+	AfterShell    After = "shell"
+)
+
+// Settings are the agent's settings, from imgcast.* words on the kernel
+// command line (see settingKeys for each key).
+type Settings struct {
+	Server   net.IP
+	Image    string
+	Report   string // URL status reports are POSTed to
+	Session  string // URL of the multicast session
+	PortBase int
+	Disk     string
+	Mode     Mode
+	After    After
+	MAC      net.HardwareAddr
+
+	LinkTimeout time.Duration
+	DHCPTimeout time.Duration
+	DiskTimeout time.Duration
+	FailWait    time.Duration
+	Verbose     bool
+}
+
+// settingKey documents and parses one imgcast.* key. The README's table of
+// keys is this list; a test keeps them in step.
+type settingKey struct {
+	name  string
+	value string // the form of the value, for the docs
+	def   string // the default as written on the command line; "" for none
+	doc   string
+	set   func(s *Settings, v string) error
+}
+
+var settingKeys = []settingKey{
+	{"imgcast.server", "IP", "", "the imaging server; the NIC that reaches it is chosen (a TCP connection to the image URL's port, else 80, must be answered or refused)",
+		func(s *Settings, v string) error {
+			ip := net.ParseIP(v)
+			if ip == nil || ip.To4() == nil {
+				return fmt.Errorf("%q is not an IPv4 address", v)
+			}
+			s.Server = ip.To4()
+			return nil
+		}},
+	{"imgcast.image", "URL", "", "the image folder (http://server/images/name/), FOG/partclone layout",
+		urlSetter(func(s *Settings) *string { return &s.Image })},
+	{"imgcast.report", "URL", "", "where the client POSTs its status reports (imgcast-server: http://SERVER:8080/api/status)",
+		urlSetter(func(s *Settings) *string { return &s.Report })},
+	{"imgcast.session", "URL", "", "the multicast session to check before joining (imgcast-server: http://SERVER:8080/api/session)",
+		urlSetter(func(s *Settings) *string { return &s.Session })},
+	{"imgcast.portbase", "PORT", "9000", "udpcast port base, as udp-sender's --portbase (even; the session uses PORT and PORT+1)",
+		func(s *Settings, v string) error {
+			p, err := strconv.Atoi(v)
+			if err != nil || p < 1 || p > 65534 || p%2 != 0 {
+				return fmt.Errorf("%q is not an even port number", v)
+			}
+			s.PortBase = p
+			return nil
+		}},
+	{"imgcast.disk", "DEVICE", "", "the disk to write, e.g. /dev/nvme0n1; default: the first (by name) non-removable, non-USB disk large enough for the image",
+		func(s *Settings, v string) error {
+			if !strings.HasPrefix(v, "/dev/") {
+				return fmt.Errorf("%q is not a /dev path", v)
+			}
+			s.Disk = v
+			return nil
+		}},
+	{"imgcast.mode", "multicast|unicast|debug", "multicast", "multicast or unicast imaging, or debug: network up, a banner and a shell",
+		func(s *Settings, v string) error {
+			switch m := Mode(v); m {
+			case ModeMulticast, ModeUnicast, ModeDebug:
+				s.Mode = m
+				return nil
+			}
+			return fmt.Errorf("%q is not multicast, unicast or debug", v)
+		}},
+	{"imgcast.after", "reboot|poweroff|shell", "reboot", "what to do when the job has ended (and, after imgcast.failwait, when it failed); after a shell: reboot",
+		func(s *Settings, v string) error {
+			switch a := After(v); a {
+			case AfterReboot, AfterPowerOff, AfterShell:
+				s.After = a
+				return nil
+			}
+			return fmt.Errorf("%q is not reboot, poweroff or shell", v)
+		}},
+	{"imgcast.mac", "MAC", "", "use only the NIC with this MAC address (iPXE: ${net0/mac}); pxelinux's BOOTIF=01-aa-bb-... is honoured too",
+		func(s *Settings, v string) error {
+			mac, err := net.ParseMAC(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a MAC address", v)
+			}
+			s.MAC = mac
+			return nil
+		}},
+	{"imgcast.linktimeout", "DURATION", "15s", "how long to wait for NICs to appear and get carrier, all in parallel",
+		durationSetter(func(s *Settings) *time.Duration { return &s.LinkTimeout })},
+	{"imgcast.dhcptimeout", "DURATION", "30s", "how long to try DHCP on each NIC with carrier (spanning tree on a switch port without portfast takes ~30 s)",
+		durationSetter(func(s *Settings) *time.Duration { return &s.DHCPTimeout })},
+	{"imgcast.disktimeout", "DURATION", "10s", "how long to wait for the disk to appear (SATA and USB disks show up after their driver loads)",
+		durationSetter(func(s *Settings) *time.Duration { return &s.DiskTimeout })},
+	{"imgcast.failwait", "DURATION", "60s", "after a failure, how long the error stays on screen (Enter gives a shell) before imgcast.after",
+		durationSetter(func(s *Settings) *time.Duration { return &s.FailWait })},
+	{"imgcast.verbose", "0|1", "0", "1 logs every driver load and every DHCP exchange on the console",
+		func(s *Settings, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not 0 or 1", v)
+			}
+			s.Verbose = b
+			return nil
+		}},
+}
+
+// urlSetter accepts http and https URLs.
+func urlSetter(field func(*Settings) *string) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("%q is not an http(s) URL", v)
+		}
+		*field(s) = v
+		return nil
+	}
+}
+
+// durationSetter parses "30s", "2m" or plain seconds ("30").
+func durationSetter(field func(*Settings) *time.Duration) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			n, nerr := strconv.Atoi(v)
+			if nerr != nil {
+				return fmt.Errorf("%q is not a duration (30s, 2m) or a number of seconds", v)
+			}
+			d = time.Duration(n) * time.Second
+		}
+		if d < 0 {
+			return fmt.Errorf("%q is negative", v)
+		}
+		*field(s) = d
+		return nil
+	}
+}
+
+// defaultSettings are the settings with nothing on the command line.
+func defaultSettings() *Settings {
+	s := &Settings{}
+	for _, k := range settingKeys {
+		if k.def != "" {
+			if err := k.set(s, k.def); err != nil {
+				panic(fmt.Sprintf("default of %s: %v", k.name, err))
+			}
+		}
+	}
+	return s
+}
+
+// parseSettings reads the imgcast.* words of a kernel command line. It
+// returns every problem at once; the settings that parsed are kept, the
+// others stay at their defaults, so a failure path can still honour
+// imgcast.after.
+func parseSettings(cmdline string) (*Settings, error) {
+	s := defaultSettings()
+	keys := map[string]settingKey{}
+	for _, k := range settingKeys {
+		keys[k.name] = k
+	}
+	var errs []error
+	bootif := ""
+	for _, w := range netup.SplitCmdline(cmdline) {
+		name, value, hasValue := strings.Cut(w, "=")
+		if strings.EqualFold(name, "BOOTIF") {
+			bootif = value
+			continue
+		}
+		if !strings.HasPrefix(name, "imgcast.") {
+			continue
+		}
+		k, ok := keys[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("unknown setting %s (known: %s)", name, strings.Join(knownKeys(), " ")))
+			continue
+		}
+		if !hasValue || value == "" {
+			errs = append(errs, fmt.Errorf("%s has no value (want %s=%s)", name, name, k.value))
+			continue
+		}
+		if err := k.set(s, value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if s.MAC == nil && bootif != "" {
+		// pxelinux IPAPPEND 2: BOOTIF=01-52-54-00-12-34-56 (01 = Ethernet).
+		if mac, err := net.ParseMAC(strings.ReplaceAll(strings.TrimPrefix(bootif, "01-"), "-", ":")); err == nil {
+			s.MAC = mac
+		}
+	}
+	if len(errs) > 0 {
+		return s, &SettingsError{errs}
+	}
+	return s, nil
+}
+
+// SettingsError lists what is wrong on the kernel command line.
+type SettingsError struct{ Errs []error }
+
+func (e *SettingsError) Error() string {
+	return "bad settings on the kernel command line: " + errors.Join(e.Errs...).Error()
+}
+
+// Hint says what to check.
+func (e *SettingsError) Hint() string {
+	return "fix the imgcast.* words in the boot script (iPXE kernel line); see README, \"Kernel command line\"; /proc/cmdline shows what the kernel got"
+}
+
+func knownKeys() []string {
+	var names []string
+	for _, k := range settingKeys {
+		names = append(names, k.name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// serverPort is the TCP port the network check connects to: the image
+// URL's port when the URL points at the server, else 80.
+func (s *Settings) serverPort() int {
+	u, err := url.Parse(s.Image)
+	server := s.serverAddr()
+	if err != nil || s.Image == "" || server == nil || !net.ParseIP(u.Hostname()).Equal(server) {
+		return 80
+	}
+	if p, err := strconv.Atoi(u.Port()); err == nil {
+		return p
+	}
+	if u.Scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
+// serverAddr is the server: imgcast.server, else the image URL's host if
+// that is an IP address.
+func (s *Settings) serverAddr() net.IP {
+	if s.Server != nil {
+		return s.Server
+	}
+	if u, err := url.Parse(s.Image); err == nil && s.Image != "" {
+		if ip := net.ParseIP(u.Hostname()); ip != nil {
+			return ip.To4()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+// Package vm boots imgcast clients in QEMU for tests: the boot image built
+// once per test binary, a lab network (internal/lab) with dnsmasq and
+// optionally PXE (QEMU's iPXE ROM, dnsmasq, an HTTP boot script), VMs on
+// taps of the lab bridge with virtio disk files, and a serial console to
+// wait on with regular expressions and to type into.
+//
+// QEMU runs with software emulation (TCG) unless IMGCAST_KVM=1, one CPU and
+// 256 MiB per VM: the client must work on small machines. Each VM's console
+// is logged to build/vm-logs/<test>/<vm>.log (or $IMGCAST_VM_LOGS); the logs
+// of a failed test are kept and their tail printed, those of a passing test
+// removed (IMGCAST_KEEP_LOGS=1 keeps them).
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imgcast/imgcast/internal/lab"
+)
+
+// Image is a kernel and initramfs to boot.
+type Image struct {
+	Kernel, Initramfs string
+	// Summary is what `make initramfs` said about the sizes.
+	Summary string
+}
+
+var (
+	buildOnce sync.Once
+	built     Image
+	buildErr  error
+)
+
+// BuildImage runs `make initramfs` in the repository (once per test binary:
+// make itself skips the work when nothing changed) and returns the boot
+// image. IMGCAST_INITRAMFS=path boots that initramfs instead (e.g. one with
+// extra debugging tools appended).
+func BuildImage(t testing.TB) Image {
+	t.Helper()
+	if os.Getenv(lab.QuickEnv) != "" {
+		t.Skipf("%s is set: skipping a test that boots VMs", lab.QuickEnv)
+	}
+	buildOnce.Do(func() {
+		if p := os.Getenv("IMGCAST_INITRAMFS"); p != "" {
+			root, err := RepoRoot()
+			if err != nil {
+				buildErr = err
+				return
+			}
+			built = Image{Kernel: filepath.Join(root, "build", "vmlinuz"), Initramfs: p, Summary: "IMGCAST_INITRAMFS=" + p}
+			if _, err := os.Stat(built.Kernel); err != nil {
+				buildErr = fmt.Errorf("IMGCAST_INITRAMFS is set, but there is no kernel: %w (run make initramfs)", err)
+			}
+			return
+		}
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		start := time.Now()
+		out, err := exec.Command("make", "-C", root, "--no-print-directory", "initramfs").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("make initramfs: %v\n%s", err, out)
+			return
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		built = Image{
+			Kernel:    filepath.Join(root, "build", "vmlinuz"),
+			Initramfs: filepath.Join(root, "build", "initramfs.img"),
+			Summary:   fmt.Sprintf("%s (make took %s)", lines[len(lines)-1], time.Since(start).Round(time.Second)),
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	t.Log(built.Summary)
+	return built
+}
+
+// RepoRoot finds the module root (the directory with go.mod) above the
+// working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// NIC is a network card of a VM, on a new tap of the lab bridge.
+type NIC struct {
+	// Model is QEMU's device name (default virtio-net-pci; e1000e,
+	// rtl8139, ne2k_pci, ...).
+	Model string
+	// MAC is the card's address (default: derived from the VM's index).
+	MAC string
+}
+
+// Config describes one VM.
+type Config struct {
+	// Name names the VM in logs.
+	Name string
+	// Image boots the kernel and initramfs directly. When nil the VM
+	// boots from the network (the lab must serve PXE).
+	Image *Image
+	// Cmdline is added to "console=ttyS0 panic=-1" for a direct boot.
+	Cmdline string
+	// MemoryMiB defaults to 256.
+	MemoryMiB int
+	// NICs default to one virtio-net NIC.
+	NICs []NIC
+	// Disks are raw image files attached as virtio disks (vda, vdb, ...).
+	Disks []string
+	// CPU is QEMU's -cpu model ("" is QEMU's default, which has no RDRAND:
+	// the client must seed the kernel RNG itself).
+	CPU string
+	// Timeout bounds the VM's whole life (default 3 minutes).
+	Timeout time.Duration
+	// Extra are more QEMU arguments.
+	Extra []string
+}
+
+// VM is a running QEMU.
+type VM struct {
+	Name    string
+	Console *Console
+	// MACs are the NICs' addresses, in order.
+	MACs []string
+
+	t       testing.TB
+	cmd     *exec.Cmd
+	cancel  context.CancelFunc
+	exited  chan struct{}
+	waitErr error
+}
+
+var vmSeq struct {
+	sync.Mutex
+	n int
+}
+
+// Start boots a VM on the lab network (nil: QEMU's user network, no root
+// needed, no multicast) and stops it when the test ends.
+func Start(t testing.TB, l *Lab, cfg Config) *VM {
+	t.Helper()
+	vmSeq.Lock()
+	vmSeq.n++
+	idx := vmSeq.n
+	vmSeq.Unlock()
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("vm%d", idx)
+	}
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = 256
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 3 * time.Minute
+	}
+	if len(cfg.NICs) == 0 {
+		cfg.NICs = []NIC{{}}
+	}
+	args := []string{
+		"-nodefaults", "-machine", "q35", "-m", fmt.Sprint(cfg.MemoryMiB), "-smp", "1",
+		"-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+	}
+	if os.Getenv("IMGCAST_KVM") == "1" {
+		args = append(args, "-accel", "kvm", "-cpu", "host")
+	} else {
+		args = append(args, "-accel", "tcg")
+		if cfg.CPU != "" {
+			args = append(args, "-cpu", cfg.CPU)
+		}
+	}
+	v := &VM{Name: cfg.Name, t: t, exited: make(chan struct{})}
+	for i, nic := range cfg.NICs {
+		if nic.Model == "" {
+			nic.Model = "virtio-net-pci"
+		}
+		if nic.MAC == "" {
+			nic.MAC = fmt.Sprintf("52:54:00:%02x:%02x:%02x", idx>>8&0xff, idx&0xff, i)
+		}
+		v.MACs = append(v.MACs, nic.MAC)
+		netdev := fmt.Sprintf("user,id=n%d", i)
+		if l != nil {
+			tap, err := l.AddTap()
+			if err != nil {
+				t.Fatalf("%s: %v", cfg.Name, err)
+			}
+			netdev = fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, tap)
+		}
+		args = append(args, "-netdev", netdev, "-device", fmt.Sprintf("%s,netdev=n%d,mac=%s", nic.Model, i, nic.MAC))
+	}
+	for i, d := range cfg.Disks {
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=d%d,format=raw,cache=unsafe", d, i),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
+	}
+	if cfg.Image != nil {
+		args = append(args, "-kernel", cfg.Image.Kernel, "-initrd", cfg.Image.Initramfs,
+			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+cfg.Cmdline))
+	} else {
+		if l == nil || !l.servesPXE {
+			t.Fatalf("%s: no Image to boot and no PXE on the lab", cfg.Name)
+		}
+		args = append(args, "-boot", "n")
+	}
+	args = append(args, cfg.Extra...)
+
+	logFile := logPath(t, cfg.Name)
+	console, err := newConsole(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Console = console
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	v.cancel = cancel
+	if l != nil {
+		v.cmd = l.Switch.Command(ctx, "qemu-system-x86_64", args...)
+	} else {
+		v.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+		v.cmd.WaitDelay = 5 * time.Second
+	}
+	v.cmd.Stdout, v.cmd.Stderr = console, console
+	stdin, err := v.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	console.stdin = stdin
+	t.Logf("%s: qemu-system-x86_64 %s", cfg.Name, strings.Join(args, " "))
+	console.note(fmt.Sprintf("qemu-system-x86_64 %s", strings.Join(args, " ")))
+	if err := v.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("%s: start qemu: %v", cfg.Name, err)
+	}
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		console.close(v.waitErr)
+		close(v.exited)
+	}()
+	t.Cleanup(func() {
+		v.Kill()
+		console.finish(t, cfg.Name)
+	})
+	return v
+}
+
+// Expect waits until the console shows a match of the regular expression
+// after what earlier Expects consumed, and returns the match and its
+// groups. It fails the test if the time runs out or the VM exits first.
+func (v *VM) Expect(re string, timeout time.Duration) []string {
+	v.t.Helper()
+	m, err := v.Console.Expect(regexp.MustCompile(re), timeout)
+	if err != nil {
+		v.t.Fatalf("%s: %v", v.Name, err)
+	}
+	return m
+}
+
+// Type sends a line to the serial console, with the carriage return a
+// terminal sends for Enter.
+func (v *VM) Type(line string) {
+	v.t.Helper()
+	if err := v.Console.Type(line + "\r"); err != nil {
+		v.t.Fatalf("%s: type %q: %v", v.Name, line, err)
+	}
+}
+
+// Wait waits for QEMU to exit (the guest powered off or rebooted: QEMU
+// runs with -no-reboot) and returns its error, or an error on timeout.
+func (v *VM) Wait(timeout time.Duration) error {
+	select {
+	case <-v.exited:
+		return v.waitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running after %s", v.Name, timeout)
+	}
+}
+
+// Kill stops QEMU at once and waits for it.
+func (v *VM) Kill() {
+	v.cancel()
+	<-v.exited
+}
+
+func logPath(t testing.TB, name string) string {
+	dir := os.Getenv("IMGCAST_VM_LOGS")
+	if dir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			root = os.TempDir()
+		}
+		dir = filepath.Join(root, "build", "vm-logs")
+	}
+	dir = filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name+".log")
+}
+
+// NewDisk creates a sparse raw disk image of sizeMiB in the test's
+// temporary directory.
+func NewDisk(t testing.TB, sizeMiB int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), fmt.Sprintf("disk%d.img", sizeMiB))
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(sizeMiB) << 20); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
