@@ -69,6 +69,10 @@ type Job struct {
 	Disk string
 	// SysRoot is the root the inventory is read from ("/" when empty).
 	SysRoot string
+	// ChooseDisk, when set and Disk is empty, picks the disk for an image
+	// that needs need bytes (the agent waits for disks to appear). The
+	// default picks from the inventory at once.
+	ChooseDisk func(ctx context.Context, need uint64) (string, error)
 
 	Mode Mode
 	// FallbackHTTP switches to unicast when no sender answers or the
@@ -189,7 +193,7 @@ func (j *Job) run(ctx context.Context) (*Result, error) {
 	if invErr != nil {
 		j.logf("inventory incomplete: %v", invErr)
 	}
-	diskPath, err := j.chooseDisk(di, machine)
+	diskPath, err := j.chooseDisk(ctx, di, machine)
 	if err != nil {
 		return nil, err
 	}
@@ -257,11 +261,14 @@ func (j *Job) sysRoot() string {
 }
 
 // chooseDisk returns the configured disk or the first suitable one.
-func (j *Job) chooseDisk(di *restore.DiskImage, m inventory.Machine) (string, error) {
+func (j *Job) chooseDisk(ctx context.Context, di *restore.DiskImage, m inventory.Machine) (string, error) {
 	if j.Disk != "" {
 		return j.Disk, nil
 	}
 	need := requiredBytes(di)
+	if j.ChooseDisk != nil {
+		return j.ChooseDisk(ctx, need)
+	}
 	d, err := inventory.ChooseDisk(m.Disks, need)
 	if err != nil {
 		return "", fmt.Errorf("no disk to write the image to (it needs %s): %w; set imgcast.disk to choose one",
