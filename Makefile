@@ -105,7 +105,15 @@ IMAGES := $(BUILD)/images
 DEFAULT_IMAGE := $(IMAGES)/default
 REFERENCE_DISK := $(BUILD)/reference/default.raw
 
-.PHONY: server default-image
+.PHONY: server default-image demo
+
+## demo: the main job. imgcast-server (driving udpcast's udp-sender) serves
+## the default image; two QEMU machines (256 MiB each) PXE-boot from it
+## (iPXE ROM -> dnsmasq DHCP + TFTP -> boot.ipxe over HTTP), image
+## themselves by multicast and power off; both disks are checked (cmp with
+## the reference, fsck) and a summary is printed. Everything is torn down.
+demo: deps initramfs server default-image
+	IMGCAST_DEMO=1 $(GO) test -count=1 -timeout 20m -run '^TestDemo$$' -v ./qemu-tests/
 
 ## server: build the serving side into build/imgcast-server.
 server:

@@ -241,6 +241,7 @@ func (a *agent) after(what After, jobErr error) error {
 		a.startShell("the job has ended")
 	}
 	a.logf("%s", action)
+	drainConsole(2*time.Second, a.stdout, a.stderr)
 	if err := a.powerDo(action); err != nil {
 		return errors.Join(jobErr, err)
 	}

@@ -4,6 +4,7 @@
 //
 //	imgcast                                  run as the client agent (u-root uinit)
 //	imgcast agent [flags]                    same, with explicit flags
+//	imgcast image [flags] IMAGE-URL|DIR      the imaging job by hand (multicast or unicast)
 //	imgcast restore-partition SOURCE TARGET  restore one partition image
 //	imgcast restore-disk IMAGEDIR|URL TARGET restore a whole disk
 //
@@ -26,6 +27,7 @@ type subcommand struct {
 
 var subcommands = map[string]subcommand{
 	"agent":             {"run the imaging client (default when started as uinit)", runAgent},
+	"image":             {"run the imaging job by hand: [flags] IMAGE-URL|DIR (see imgcast image -h)", runImage},
 	"restore-partition": {"restore one partition image: SOURCE (file or -) TARGET (device or file)", runRestorePartition},
 	"restore-disk":      {"restore a disk from an image folder or URL: IMAGEDIR|URL TARGET", runRestoreDisk},
 }

@@ -47,6 +47,16 @@ type Settings struct {
 	After    After
 	MAC      net.HardwareAddr
 
+	// Fallback is "http" to fetch the image over HTTP when no multicast
+	// sender answers or the session cannot be joined; "" otherwise.
+	Fallback string
+	// Rendezvous is where the udpcast handshake goes (default: Server).
+	Rendezvous net.IP
+	// StartTimeout bounds the wait for each partition's sender;
+	// ReceiveTimeout the silence of a sender mid-stream.
+	StartTimeout   time.Duration
+	ReceiveTimeout time.Duration
+
 	LinkTimeout time.Duration
 	DHCPTimeout time.Duration
 	DiskTimeout time.Duration
@@ -124,6 +134,31 @@ var settingKeys = []settingKey{
 			s.MAC = mac
 			return nil
 		}},
+	{"imgcast.fallback", "http|none", "none", "http: fetch the image over HTTP (unicast) when no multicast sender answers within imgcast.starttimeout or the session has already started",
+		func(s *Settings, v string) error {
+			switch v {
+			case "http":
+				s.Fallback = v
+			case "none":
+				s.Fallback = ""
+			default:
+				return fmt.Errorf("%q is not http or none", v)
+			}
+			return nil
+		}},
+	{"imgcast.rdv", "IP", "", "where the udpcast handshake goes, as udp-receiver's --mcast-rdv-address: default imgcast.server (as FOG clients do); a multicast group works too",
+		func(s *Settings, v string) error {
+			ip := net.ParseIP(v)
+			if ip == nil || ip.To4() == nil {
+				return fmt.Errorf("%q is not an IPv4 address", v)
+			}
+			s.Rendezvous = ip.To4()
+			return nil
+		}},
+	{"imgcast.starttimeout", "DURATION", "10m", "how long to wait for each partition's sender to start (the server waits for all its clients first); then fail, or fall back with imgcast.fallback=http",
+		durationSetter(func(s *Settings) *time.Duration { return &s.StartTimeout })},
+	{"imgcast.receivetimeout", "DURATION", "30s", "how long a sender may stay silent in the middle of a stream before the partition fails",
+		durationSetter(func(s *Settings) *time.Duration { return &s.ReceiveTimeout })},
 	{"imgcast.linktimeout", "DURATION", "15s", "how long to wait for NICs to appear and get carrier, all in parallel",
 		durationSetter(func(s *Settings) *time.Duration { return &s.LinkTimeout })},
 	{"imgcast.dhcptimeout", "DURATION", "30s", "how long to try DHCP on each NIC with carrier (spanning tree on a switch port without portfast takes ~30 s)",

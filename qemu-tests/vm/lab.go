@@ -38,7 +38,9 @@ type LabOptions struct {
 	// PXECmdline gives the kernel command line of a network-booted VM by
 	// its MAC address (added to "console=ttyS0 panic=-1").
 	PXECmdline func(mac string) string
-	// DHCP configures dnsmasq.
+	// DHCP configures dnsmasq. A DHCP.IPXEScript without PXE means PXE is
+	// served by someone else (e.g. imgcast-server): VMs started without an
+	// Image still boot from the network.
 	DHCP dnsmasq.Options
 }
 
@@ -52,6 +54,7 @@ func NewLab(t testing.TB, octet int, opt LabOptions) *Lab {
 		l.servePXE(t, *opt.PXE, opt.PXECmdline)
 		opt.DHCP.IPXEScript = "http://" + l.HTTP + "/boot.ipxe"
 	}
+	l.servesPXE = l.servesPXE || opt.DHCP.IPXEScript != ""
 	l.DHCP = dnsmasq.Start(t, l.Switch, opt.DHCP)
 	return l
 }

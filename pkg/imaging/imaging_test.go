@@ -1,0 +1,506 @@
+package imaging
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imgcast/imgcast/internal/defaultimage"
+	"github.com/imgcast/imgcast/pkg/fogmc"
+	"github.com/imgcast/imgcast/pkg/restore/imagedir"
+	"github.com/imgcast/imgcast/pkg/status"
+)
+
+// fixture is the default image (a GPT disk with ext4 and FAT32, captured
+// FOG-style) and the raw disk it was captured from, built once.
+var fixture struct {
+	once      sync.Once
+	dir, ref  string
+	err       error
+	cleanupFn func()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixture.cleanupFn != nil {
+		fixture.cleanupFn()
+	}
+	os.Exit(code)
+}
+
+func defaultImage(t *testing.T) (dir, ref string) {
+	t.Helper()
+	fixture.once.Do(func() {
+		for _, tool := range []string{"sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				fixture.err = fmt.Errorf("%s is not installed; run scripts/deps.sh", tool)
+				return
+			}
+		}
+		tmp, err := os.MkdirTemp("", "imaging-fixture-")
+		if err != nil {
+			fixture.err = err
+			return
+		}
+		fixture.cleanupFn = func() { os.RemoveAll(tmp) }
+		fixture.dir = filepath.Join(tmp, "images", "default")
+		fixture.ref = filepath.Join(tmp, "reference.raw")
+		fixture.err = defaultimage.Build(fixture.dir, fixture.ref)
+	})
+	if fixture.err != nil {
+		t.Fatalf("default image: %v", fixture.err)
+	}
+	return fixture.dir, fixture.ref
+}
+
+// copyImage copies the image folder so a test may damage its copy.
+func copyImage(t *testing.T, dir string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "img")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// zeroDisk makes a sparse, zero-filled disk file: restore leaves unused
+// filesystem blocks untouched, and the reference has zeros there.
+func zeroDisk(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, size); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// blankDisk makes a disk file filled with a pattern, so that any write
+// shows.
+func blankDisk(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	chunk := bytes.Repeat([]byte{0x5a}, 1<<20)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func region(t *testing.T, path string, off, size int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func assertPartitionsMatch(t *testing.T, disk, ref string) {
+	t.Helper()
+	for _, p := range []struct {
+		n         int
+		off, size int64
+	}{{1, defaultimage.Part1Offset, defaultimage.Part1Size}, {2, defaultimage.Part2Offset, defaultimage.Part2Size}} {
+		if !bytes.Equal(region(t, disk, p.off, p.size), region(t, ref, p.off, p.size)) {
+			t.Errorf("partition %d differs from the reference", p.n)
+		}
+	}
+}
+
+func assertUntouched(t *testing.T, disk string) {
+	t.Helper()
+	b := region(t, disk, 0, defaultimage.DiskSize)
+	if i := bytes.IndexFunc(b, func(r rune) bool { return r != 0x5a }); i >= 0 {
+		t.Fatalf("disk was written at byte %d although the job failed before writing", i)
+	}
+}
+
+// recorder keeps every report.
+type recorder struct {
+	mu      sync.Mutex
+	reports []status.Report
+}
+
+func (r *recorder) Update(rep status.Report) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reports = append(r.reports, rep)
+}
+
+func (r *recorder) states() []status.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []status.State
+	for _, rep := range r.reports {
+		if len(out) == 0 || out[len(out)-1] != rep.State {
+			out = append(out, rep.State)
+		}
+	}
+	return out
+}
+
+func (r *recorder) last() status.Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reports[len(r.reports)-1]
+}
+
+// fakeReceiver plays the multicast side in-process: it streams the image
+// file of each partition from a folder, with a FOGMC1 header unless told
+// otherwise, and can fail in the ways a real session fails.
+type fakeReceiver struct {
+	dir      string
+	noHeader bool
+	// wrongID sends the header of another file for stream i.
+	wrongID map[int]string
+	// failAt makes stream i fail with err after n bytes (n < 0: before
+	// anything, as when no sender answers).
+	failAt map[int]failure
+
+	mu      sync.Mutex
+	streams []Stream
+}
+
+type failure struct {
+	after int64
+	err   error
+}
+
+func (f *fakeReceiver) Receive(ctx context.Context, s Stream, w io.Writer) error {
+	f.mu.Lock()
+	f.streams = append(f.streams, s)
+	f.mu.Unlock()
+	fail, failing := f.failAt[s.Index]
+	if failing && fail.after < 0 {
+		return fail.err
+	}
+	if !f.noHeader {
+		id := fogmc.IDForFile(s.File)
+		if wrong, ok := f.wrongID[s.Index]; ok {
+			id = wrong
+		}
+		h, err := fogmc.Format(id)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(h); err != nil {
+			return err
+		}
+	}
+	file, err := os.Open(filepath.Join(f.dir, s.File))
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	var r io.Reader = file
+	if failing {
+		r = io.LimitReader(file, fail.after)
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return err
+	}
+	if failing {
+		return fail.err
+	}
+	return ctx.Err()
+}
+
+func localFolder(t *testing.T, dir string) imagedir.Folder {
+	t.Helper()
+	f, err := imagedir.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func httpFolder(t *testing.T, dir string) imagedir.Folder {
+	t.Helper()
+	srv := httptest.NewServer(http.StripPrefix("/images/default/", http.FileServer(http.Dir(dir))))
+	t.Cleanup(srv.Close)
+	f, err := imagedir.Open(srv.URL + "/images/default/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newJob(t *testing.T, folder imagedir.Folder, disk string, mode Mode, rcv Receiver) (*Job, *recorder, *bytes.Buffer) {
+	rec := &recorder{}
+	console := &bytes.Buffer{}
+	return &Job{
+		Folder: folder, Disk: disk, Mode: mode, Receiver: rcv, PortBase: 9000,
+		Reporter: rec, MAC: "52:54:00:12:34:56", IP: "10.99.0.11",
+		Console: console, Logf: t.Logf,
+	}, rec, console
+}
+
+func TestMulticastRestoresEveryPartition(t *testing.T) {
+	dir, ref := defaultImage(t)
+	disk := zeroDisk(t, defaultimage.DiskSize)
+	rcv := &fakeReceiver{dir: dir}
+	job, rec, console := newJob(t, localFolder(t, dir), disk, Multicast, rcv)
+	job.RequireStreamHeader = true
+
+	res, err := job.Run(context.Background())
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	assertPartitionsMatch(t, disk, ref)
+	if len(rcv.streams) != 2 || rcv.streams[0].PortBase != 9000 || rcv.streams[1].PortBase != 9002 ||
+		rcv.streams[0].File != "d1p1.img" || rcv.streams[1].File != "d1p2.img" {
+		t.Errorf("streams %+v, want d1p1.img on 9000 and d1p2.img on 9002", rcv.streams)
+	}
+	if res.Mode != Multicast || len(res.Partitions) != 2 {
+		t.Errorf("result %+v", res)
+	}
+	for _, p := range res.Partitions {
+		info, _ := os.Stat(filepath.Join(dir, p.File))
+		if p.Received != info.Size() {
+			t.Errorf("%s: received %d bytes, file has %d (the header must not count)", p.File, p.Received, info.Size())
+		}
+	}
+	got := rec.states()
+	want := []status.State{status.Ready, status.Writing, status.Ready, status.Receiving, status.Ready, status.Receiving, status.Verifying, status.Done}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("states %v, want %v", got, want)
+	}
+	if inv := rec.reports[0].Inventory; inv == nil {
+		t.Error("the ready report carries no inventory")
+	}
+	for _, r := range rec.reports {
+		if r.MAC != "52:54:00:12:34:56" || r.IP != "10.99.0.11" {
+			t.Fatalf("report without identity: %+v", r)
+		}
+	}
+	if !strings.Contains(console.String(), "Imaging done") {
+		t.Errorf("console does not say done:\n%s", console)
+	}
+}
+
+func TestUnicastOverHTTP(t *testing.T) {
+	dir, ref := defaultImage(t)
+	disk := zeroDisk(t, defaultimage.DiskSize)
+	job, rec, console := newJob(t, httpFolder(t, dir), disk, Unicast, nil)
+	res, err := job.Run(context.Background())
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	assertPartitionsMatch(t, disk, ref)
+	if res.Mode != Unicast || rec.last().State != status.Done {
+		t.Errorf("mode %s, last state %s", res.Mode, rec.last().State)
+	}
+	// The whole disk, tables included, matches when the target has the
+	// reference's size.
+	if !bytes.Equal(region(t, disk, 0, defaultimage.DiskSize), region(t, ref, 0, defaultimage.DiskSize)) {
+		t.Error("disk differs from the reference disk")
+	}
+}
+
+func TestFailures(t *testing.T) {
+	dir, _ := defaultImage(t)
+	senderGone := errors.New("sender went silent after 1.0 MiB")
+	for _, tc := range []struct {
+		name string
+		// prepare may damage the image copy and returns the receiver.
+		prepare   func(t *testing.T, img string) Receiver
+		mode      Mode
+		fallback  bool
+		session   *status.Session
+		diskSize  int64
+		wantErr   string
+		untouched bool // nothing at all may be written to the disk
+	}{
+		{
+			name: "sender killed mid-partition",
+			prepare: func(t *testing.T, img string) Receiver {
+				return &fakeReceiver{dir: img, failAt: map[int]failure{0: {1 << 20, senderGone}}}
+			},
+			mode: Multicast, wantErr: "partition 1: sender went silent",
+		},
+		{
+			name: "sha256 mismatch",
+			prepare: func(t *testing.T, img string) Receiver {
+				// The image itself is intact (every partclone and gzip
+				// check passes); only d1.sha256 disagrees with it.
+				sums := filepath.Join(img, "d1.sha256")
+				b, _ := os.ReadFile(sums)
+				lines := strings.Split(string(b), "\n")
+				for i, l := range lines {
+					if strings.HasSuffix(l, "d1p2.img") {
+						lines[i] = strings.Repeat("0", 64) + l[64:]
+					}
+				}
+				os.WriteFile(sums, []byte(strings.Join(lines, "\n")), 0o644)
+				return &fakeReceiver{dir: img}
+			},
+			mode: Multicast, wantErr: "partition 2: d1p2.img: SHA-256",
+		},
+		{
+			name: "wrong stream",
+			prepare: func(t *testing.T, img string) Receiver {
+				return &fakeReceiver{dir: img, wrongID: map[int]string{1: "d1p1.img"}}
+			},
+			mode: Multicast, wantErr: `partition 2: stream header names "d1p1.img" but "d1p2.img" was expected`,
+		},
+		{
+			name:    "no header but required",
+			prepare: func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img, noHeader: true} },
+			mode:    Multicast, wantErr: "no FOGMC1 header",
+		},
+		{
+			name: "no sender, no fallback",
+			prepare: func(t *testing.T, img string) Receiver {
+				return &fakeReceiver{dir: img, failAt: map[int]failure{0: {-1, fmt.Errorf("%w on 10.99.0.1:9001 within 30s", ErrNoSender)}}}
+			},
+			mode: Multicast, wantErr: "no sender answered on 10.99.0.1:9001",
+		},
+		{
+			name:    "session already running",
+			prepare: func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img} },
+			session: &status.Session{Phase: status.Sending, Message: "partition 1 is being sent since 12:00"},
+			mode:    Multicast, wantErr: "booted too late", untouched: true,
+		},
+		{
+			name:     "disk too small",
+			prepare:  func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img} },
+			diskSize: 40 << 20, mode: Multicast, wantErr: "needs a disk of at least 77.0 MiB", untouched: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := copyImage(t, dir)
+			rcv := tc.prepare(t, img)
+			size := tc.diskSize
+			if size == 0 {
+				size = defaultimage.DiskSize
+			}
+			disk := blankDisk(t, size)
+			job, rec, console := newJob(t, localFolder(t, img), disk, tc.mode, rcv)
+			job.RequireStreamHeader = true
+			job.FallbackHTTP = tc.fallback
+			if tc.session != nil {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					json.NewEncoder(w).Encode(tc.session)
+				}))
+				defer srv.Close()
+				job.SessionURL = srv.URL + "/api/session"
+			}
+			_, err := job.Run(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q\nconsole:\n%s", err, tc.wantErr, console)
+			}
+			for _, r := range rec.reports {
+				if r.State == status.Done {
+					t.Fatal("a failed job reported done")
+				}
+			}
+			if last := rec.last(); last.State != status.Failed || last.Error == "" {
+				t.Errorf("last report %+v, want failed with a reason", last)
+			}
+			if !strings.Contains(console.String(), "IMAGING FAILED") {
+				t.Errorf("console does not show the failure:\n%s", console)
+			}
+			if tc.untouched {
+				if size == defaultimage.DiskSize {
+					assertUntouched(t, disk)
+				} else {
+					b := region(t, disk, 0, size)
+					if bytes.IndexFunc(b, func(r rune) bool { return r != 0x5a }) >= 0 {
+						t.Fatal("disk was written although the job failed before writing")
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestFallbackToHTTP(t *testing.T) {
+	dir, ref := defaultImage(t)
+	for _, tc := range []struct {
+		name    string
+		rcv     *fakeReceiver
+		session *status.Session
+	}{
+		{name: "no sender answers", rcv: &fakeReceiver{dir: dir, failAt: map[int]failure{0: {-1, fmt.Errorf("%w within 1s", ErrNoSender)}}}},
+		{name: "session not joinable", rcv: &fakeReceiver{dir: dir}, session: &status.Session{Phase: status.Finished}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := zeroDisk(t, defaultimage.DiskSize)
+			job, _, console := newJob(t, httpFolder(t, dir), disk, Multicast, tc.rcv)
+			job.FallbackHTTP = true
+			if tc.session != nil {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					json.NewEncoder(w).Encode(tc.session)
+				}))
+				defer srv.Close()
+				job.SessionURL = srv.URL
+			}
+			res, err := job.Run(context.Background())
+			if err != nil {
+				t.Fatalf("%v\nconsole:\n%s", err, console)
+			}
+			if res.Mode != Unicast {
+				t.Errorf("mode %s after fallback", res.Mode)
+			}
+			assertPartitionsMatch(t, disk, ref)
+			if !strings.Contains(strings.ToLower(console.String()), "falling back to http") {
+				t.Errorf("console does not tell about the fallback:\n%s", console)
+			}
+		})
+	}
+}
+
+func TestFormatProgress(t *testing.T) {
+	for _, tc := range []struct {
+		done, total int64
+		want        string
+	}{
+		{0, 0, "d1p1 0 B  wire   0.0 MB/s  disk   0.0 MB/s"},
+		{512 << 20, 1 << 30, "d1p1 [############............]  50%"},
+		{1 << 30, 1 << 30, "d1p1 [########################] 100%"},
+	} {
+		got := formatProgress("d1p1", tc.done, tc.total, 0, 0, 0)
+		if !strings.HasPrefix(got, tc.want) {
+			t.Errorf("formatProgress(%d, %d) = %q, want prefix %q", tc.done, tc.total, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,329 @@
+package qemutests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imgcast/imgcast/internal/defaultimage"
+	"github.com/imgcast/imgcast/internal/dnsmasq"
+	"github.com/imgcast/imgcast/internal/lab"
+	"github.com/imgcast/imgcast/pkg/status"
+	"github.com/imgcast/imgcast/qemu-tests/vm"
+)
+
+// A session is the lab as a school's IT room has it: imgcast-server (which
+// drives udpcast's udp-sender) serving the default image and the boot
+// files, dnsmasq giving addresses and, over TFTP, the iPXE script that
+// chains to the server's boot.ipxe, and machines that PXE-boot from it.
+
+// artifacts are what `make server default-image` builds (once per test
+// binary; make skips what is up to date): the imgcast-server binary, the
+// default image folder and the raw disk it was captured from.
+var artifacts struct {
+	once                sync.Once
+	server, images, ref string
+	err                 error
+}
+
+func buildArtifacts(t *testing.T) (server, images, ref string) {
+	t.Helper()
+	a := &artifacts
+	a.once.Do(func() {
+		root, err := vm.RepoRoot()
+		if err != nil {
+			a.err = err
+			return
+		}
+		mk := exec.Command("make", "--no-print-directory", "server", "default-image")
+		mk.Dir = root
+		if out, err := mk.CombinedOutput(); err != nil {
+			a.err = fmt.Errorf("make server default-image: %v\n%s", err, out)
+			return
+		}
+		a.server = filepath.Join(root, "build", "imgcast-server")
+		a.images = filepath.Join(root, "build", "images", "default")
+		a.ref = filepath.Join(root, "build", "reference", "default.raw")
+	})
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	return a.server, a.images, a.ref
+}
+
+type sessionOptions struct {
+	octet   int
+	clients int    // --clients
+	mode    string // --mode: multicast (default) or unicast
+	// appendArgs are more kernel arguments for the clients.
+	appendArgs string
+	serverArgs []string
+	// damage changes the session's copy of the image folder.
+	damage func(t *testing.T, dir string)
+}
+
+type session struct {
+	t      *testing.T
+	lab    *vm.Lab
+	server string // http://IP:8080
+	ref    string
+	log    *syncBuffer
+	start  time.Time
+}
+
+func newSession(t *testing.T, o sessionOptions) *session {
+	t.Helper()
+	lab.Require(t, "qemu-system-x86_64", "dnsmasq", "udp-sender", "curl", "cmp", "e2fsck", "fsck.vfat")
+	img := vm.BuildImage(t)
+	serverBin, images, ref := buildArtifacts(t)
+
+	// The session's own copy of the image, so a test may damage it.
+	served := filepath.Join(t.TempDir(), "images")
+	dir := filepath.Join(served, "default")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(images, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.damage != nil {
+		o.damage(t, dir)
+	}
+
+	ip := fmt.Sprintf("10.%d.0.1", o.octet)
+	server := "http://" + ip + ":8080"
+	// dnsmasq hands iPXE a script over TFTP that chains to the server's
+	// boot.ipxe, as FOG's default.ipxe does.
+	tftp := t.TempDir()
+	if err := os.Chmod(tftp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tftp, "imgcast.ipxe"), []byte("#!ipxe\nchain "+server+"/boot.ipxe\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := vm.NewLab(t, o.octet, vm.LabOptions{DHCP: dnsmasq.Options{
+		IPXEScript: "imgcast.ipxe",
+		Extra:      []string{"--enable-tftp", "--tftp-root=" + tftp},
+	}})
+
+	mode := o.mode
+	if mode == "" {
+		mode = "multicast"
+	}
+	args := []string{
+		"--images", served, "--interface", l.Bridge, "--listen", ip + ":8080",
+		"--kernel", img.Kernel, "--initrd", img.Initramfs,
+		"--mode", mode, "--clients", strconv.Itoa(max(1, o.clients)), "--max-wait", "3m",
+		"--after", "poweroff", "--console", "tty0,ttyS0",
+		"--append", strings.TrimSpace("imgcast.failwait=1s " + o.appendArgs),
+	}
+	args = append(args, o.serverArgs...)
+	s := &session{t: t, lab: l, server: server, ref: ref, log: &syncBuffer{}, start: time.Now()}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := l.Switch.Command(ctx, serverBin, args...)
+	srv.Stdout, srv.Stderr = s.log, s.log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		srv.Wait()
+		if t.Failed() {
+			t.Logf("imgcast-server log:\n%s", s.log.String())
+		}
+	})
+	s.waitFor("the server to serve", 20*time.Second, func() bool {
+		return l.Switch.Run("curl", "-sf", "-o", "/dev/null", server+"/api/session") == nil
+	})
+	return s
+}
+
+// client is one machine of the session.
+type client struct {
+	*vm.VM
+	disk  string
+	start time.Time
+}
+
+// boot powers on a machine with an empty disk of the reference's size; it
+// network-boots through dnsmasq and imgcast-server.
+func (s *session) boot(name string) *client {
+	s.t.Helper()
+	disk := vm.NewDisk(s.t, defaultimage.DiskSize>>20)
+	start := time.Now()
+	v := vm.Start(s.t, s.lab, vm.Config{Name: name, Disks: []string{disk}, Timeout: 5 * time.Minute})
+	return &client{VM: v, disk: disk, start: start}
+}
+
+// statusOf returns what the server knows about a machine.
+func (s *session) statusOf(mac string) (status.Client, bool) {
+	s.t.Helper()
+	out, err := s.lab.Switch.Command(context.Background(), "curl", "-sf", s.server+"/api/status").Output()
+	if err != nil {
+		s.t.Fatalf("GET /api/status: %v", err)
+	}
+	var list []status.Client
+	if err := json.Unmarshal(out, &list); err != nil {
+		s.t.Fatalf("/api/status: %v\n%s", err, out)
+	}
+	for _, c := range list {
+		if strings.EqualFold(c.MAC, mac) {
+			return c, true
+		}
+	}
+	return status.Client{}, false
+}
+
+func (s *session) session() status.Session {
+	s.t.Helper()
+	out, err := s.lab.Switch.Command(context.Background(), "curl", "-sf", s.server+"/api/session").Output()
+	if err != nil {
+		s.t.Fatalf("GET /api/session: %v", err)
+	}
+	var ses status.Session
+	if err := json.Unmarshal(out, &ses); err != nil {
+		s.t.Fatalf("/api/session: %v\n%s", err, out)
+	}
+	return ses
+}
+
+// waitFor polls cond until it holds.
+func (s *session) waitFor(what string, timeout time.Duration, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// partitionRE matches the agent's line for each restored partition.
+var partitionRE = `partition (\d) \((d1p\d\.img), (multicast|unicast)\): (\d+) bytes received in (\S+), wire ([0-9.]+) MB/s, disk ([0-9.]+) MB/s`
+
+// partitionRate is one partition's figures from the client's console.
+type partitionRate struct {
+	part, file, mode string
+	bytes            int64
+	took             string
+	wire, disk       float64
+}
+
+// expectDone waits for the client to image itself and power off, and
+// returns its figures.
+func (s *session) expectDone(c *client, mode string) (rates []partitionRate, took time.Duration) {
+	s.t.Helper()
+	for range 2 {
+		m := c.Expect(partitionRE, 4*time.Minute)
+		n, _ := strconv.ParseInt(m[4], 10, 64)
+		w, _ := strconv.ParseFloat(m[6], 64)
+		d, _ := strconv.ParseFloat(m[7], 64)
+		rates = append(rates, partitionRate{part: m[1], file: m[2], mode: m[3], bytes: n, took: m[5], wire: w, disk: d})
+		if m[3] != mode {
+			s.t.Errorf("%s: partition %s arrived by %s, want %s", c.Name, m[1], m[3], mode)
+		}
+	}
+	c.Expect(`image written to /dev/vda in \S+ \(`+mode+`\)`, time.Minute)
+	took = time.Since(c.start)
+	if err := c.Wait(time.Minute); err != nil {
+		s.t.Fatalf("%s did not power off: %v", c.Name, err)
+	}
+	if st, ok := s.statusOf(c.MACs[0]); !ok || st.State != status.Done {
+		s.t.Errorf("%s: the server has %+v, want state done", c.Name, st)
+	}
+	return rates, took
+}
+
+// expectFailed waits for the client to fail with a message matching re,
+// report it, and power off; it must never have reported done.
+func (s *session) expectFailed(c *client, re string) status.Client {
+	s.t.Helper()
+	c.Expect(`\*\*\* imgcast FAILED \*\*\*`, 4*time.Minute)
+	c.Expect(re, 10*time.Second)
+	if err := c.Wait(time.Minute); err != nil {
+		s.t.Fatalf("%s did not power off after the failure: %v", c.Name, err)
+	}
+	if strings.Contains(c.Console.Output(), "Imaging done") {
+		s.t.Errorf("%s printed done although it failed", c.Name)
+	}
+	st, ok := s.statusOf(c.MACs[0])
+	if !ok || st.State != status.Failed || !regexp.MustCompile(re).MatchString(st.Error) {
+		s.t.Errorf("%s: the server has state %q error %q, want failed matching %q", c.Name, st.State, st.Error, re)
+	}
+	return st
+}
+
+// checkDisk compares the client's disk with the reference byte for byte
+// and runs fsck on both filesystems.
+func (s *session) checkDisk(c *client) {
+	s.t.Helper()
+	if out, err := exec.Command("cmp", c.disk, s.ref).CombinedOutput(); err != nil {
+		s.t.Errorf("%s: disk differs from the reference: %v %s", c.Name, err, out)
+	}
+	dir := s.t.TempDir()
+	for _, p := range []struct {
+		name      string
+		off, size int64
+		fsck      []string
+	}{
+		{"ext4", defaultimage.Part1Offset, defaultimage.Part1Size, []string{"e2fsck", "-fn"}},
+		{"fat", defaultimage.Part2Offset, defaultimage.Part2Size, []string{"fsck.vfat", "-n"}},
+	} {
+		part := filepath.Join(dir, p.name)
+		b := make([]byte, p.size)
+		f, err := os.Open(c.disk)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		_, err = f.ReadAt(b, p.off)
+		f.Close()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.WriteFile(part, b, 0o644); err != nil {
+			s.t.Fatal(err)
+		}
+		if out, err := exec.Command(p.fsck[0], append(p.fsck[1:], part)...).CombinedOutput(); err != nil {
+			s.t.Errorf("%s: %s of the %s partition: %v\n%s", c.Name, p.fsck[0], p.name, err, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
