@@ -1,7 +1,6 @@
 package qemutests
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -77,7 +76,7 @@ type session struct {
 	lab    *vm.Lab
 	server string // http://IP:8080
 	ref    string
-	log    *syncBuffer
+	log    *lab.Output
 	start  time.Time
 }
 
@@ -138,7 +137,7 @@ func newSession(t *testing.T, o sessionOptions) *session {
 		"--append", strings.TrimSpace("imgcast.failwait=1s " + o.appendArgs),
 	}
 	args = append(args, o.serverArgs...)
-	s := &session{t: t, lab: l, server: server, ref: ref, log: &syncBuffer{}, start: time.Now()}
+	s := &session{t: t, lab: l, server: server, ref: ref, log: &lab.Output{}, start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := l.Switch.Command(ctx, serverBin, args...)
 	srv.Stdout, srv.Stderr = s.log, s.log
@@ -282,48 +281,15 @@ func (s *session) checkDisk(c *client) {
 		s.t.Errorf("%s: disk differs from the reference: %v %s", c.Name, err, out)
 	}
 	dir := s.t.TempDir()
-	for _, p := range []struct {
-		name      string
-		off, size int64
-		fsck      []string
-	}{
-		{"ext4", defaultimage.Part1Offset, defaultimage.Part1Size, []string{"e2fsck", "-fn"}},
-		{"fat", defaultimage.Part2Offset, defaultimage.Part2Size, []string{"fsck.vfat", "-n"}},
-	} {
-		part := filepath.Join(dir, p.name)
-		b := make([]byte, p.size)
-		f, err := os.Open(c.disk)
-		if err != nil {
+	fsck := map[string][]string{"ext4": {"e2fsck", "-fn"}, "vfat": {"fsck.vfat", "-n"}}
+	for _, p := range defaultimage.Partitions {
+		part := filepath.Join(dir, p.FS)
+		if err := p.Extract(c.disk, part); err != nil {
 			s.t.Fatal(err)
 		}
-		_, err = f.ReadAt(b, p.off)
-		f.Close()
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if err := os.WriteFile(part, b, 0o644); err != nil {
-			s.t.Fatal(err)
-		}
-		if out, err := exec.Command(p.fsck[0], append(p.fsck[1:], part)...).CombinedOutput(); err != nil {
-			s.t.Errorf("%s: %s of the %s partition: %v\n%s", c.Name, p.fsck[0], p.name, err, out)
+		cmd := fsck[p.FS]
+		if out, err := exec.Command(cmd[0], append(cmd[1:], part)...).CombinedOutput(); err != nil {
+			s.t.Errorf("%s: %s of partition %d: %v\n%s", c.Name, cmd[0], p.Number, err, out)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

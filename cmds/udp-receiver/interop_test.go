@@ -63,31 +63,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.ReplaceAll(s.b.String(), "\r", "\n")
-}
-
 // proc is a program running in a lab host.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
 	out    string // output file, for receivers
-	stderr *syncBuffer
+	stderr *lab.Output
 	done   chan struct{}
 	err    error
 	ended  time.Time
@@ -95,7 +76,7 @@ type proc struct {
 
 func startProc(t *testing.T, h *lab.Host, name, out string, stdin *os.File, prog string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: out, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, out: out, stderr: &lab.Output{}, done: make(chan struct{})}
 	p.cmd = h.Command(context.Background(), prog, args...)
 	p.cmd.Stderr = p.stderr
 	if stdin != nil {
@@ -451,7 +432,7 @@ func TestInteropFailures(t *testing.T) {
 		}
 		g := junk.Command(ctx, os.Args[0], "-test.run=^TestHelperGarbage$")
 		g.Env = append(os.Environ(), "IMGCAST_GARBAGE_TO="+strings.Join(targets, ","))
-		var gerr syncBuffer
+		var gerr lab.Output
 		g.Stderr, g.Stdout = &gerr, &gerr
 		if err := g.Start(); err != nil {
 			t.Fatal(err)

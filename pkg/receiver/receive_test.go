@@ -48,29 +48,12 @@ func writeRandomFile(t *testing.T, n int) (string, []byte) {
 	return path, data
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startSender runs udp-sender on lo; the receiver's GO starts it.
-func startSender(t *testing.T, port int, file string, extra ...string) (*exec.Cmd, *lockedBuffer) {
+func startSender(t *testing.T, port int, file string, extra ...string) (*exec.Cmd, *lab.Output) {
 	t.Helper()
 	args := append([]string{"-f", file, "--nokbd", "-i", "lo", "--portbase", strconv.Itoa(port)}, extra...)
 	cmd := exec.Command("udp-sender", args...)
-	var stderr lockedBuffer
+	var stderr lab.Output
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

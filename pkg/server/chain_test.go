@@ -15,26 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/lab"
 	"github.com/imgcast/imgcast/pkg/status"
 )
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeSender runs script with sh in place of udp-sender; the script sees
 // udp-sender's arguments in $args and the value of --portbase in $port.
@@ -47,7 +30,7 @@ func fakeSender(script string) CommandFunc {
 
 type fixture struct {
 	srv    *Server
-	logs   *syncBuffer
+	logs   *lab.Output
 	images string
 	cancel context.CancelFunc
 	ran    chan error
@@ -59,7 +42,7 @@ type fixture struct {
 // ends.
 func start(t *testing.T, files map[string][]byte, script string, tweak ...func(*Config)) *fixture {
 	t.Helper()
-	f := &fixture{logs: &syncBuffer{}, images: t.TempDir(), ran: make(chan error, 1)}
+	f := &fixture{logs: &lab.Output{}, images: t.TempDir(), ran: make(chan error, 1)}
 	writeFiles(t, filepath.Join(f.images, "img"), files)
 	cfg := Config{
 		Images:  f.images,
