@@ -233,8 +233,10 @@ type partitionRate struct {
 // returns its figures.
 func (s *session) expectDone(c *client, mode string) (rates []partitionRate, took time.Duration) {
 	s.t.Helper()
+	// The kernel re-read the table the client wrote (BLKRRPART).
+	c.Expect(`The kernel sees the new partitions: vda1 vda2`, 4*time.Minute)
 	for range 2 {
-		m := c.Expect(partitionRE, 4*time.Minute)
+		m := c.Expect(partitionRE, time.Minute)
 		n, _ := strconv.ParseInt(m[4], 10, 64)
 		w, _ := strconv.ParseFloat(m[6], 64)
 		d, _ := strconv.ParseFloat(m[7], 64)

@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/inventory"
@@ -237,6 +238,16 @@ func (j *Job) run(ctx context.Context) (*Result, error) {
 	}
 	if err := disk.Sync(); err != nil {
 		return nil, fmt.Errorf("syncing %s: %w", diskPath, err)
+	}
+	// The table was written through the whole disk and the kernel told to
+	// re-read it; its view matters to whatever runs next without a reboot.
+	if parts, isDev := kernelPartitions(j.sysRoot(), diskPath); isDev {
+		if len(parts) == len(plan.Partitions) {
+			j.printf("The kernel sees the new partitions: %s\n", strings.Join(parts, " "))
+		} else {
+			j.printf("Warning: the kernel sees %d partitions on %s (%s), the image has %d; they appear at the next boot\n",
+				len(parts), diskPath, strings.Join(parts, " "), len(plan.Partitions))
+		}
 	}
 	return res, nil
 }
