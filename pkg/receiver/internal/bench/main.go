@@ -37,14 +37,15 @@ func main() {
 	sizeMiB := flag.Int("size", 512, "file size in MiB")
 	pairs := flag.Int("pairs", 3, "number of (udpcast, ours) run pairs")
 	senderArgs := flag.String("sender-args", "", "extra udp-sender arguments, space separated (e.g. --nopointopoint)")
+	receiverArgs := flag.String("receiver-args", "", "extra arguments for both receivers (e.g. --rcvbuf 4m, with net.core.rmem_max raised for udpcast)")
 	flag.Parse()
-	if err := run(*sizeMiB, *pairs, strings.Fields(*senderArgs)); err != nil {
+	if err := run(*sizeMiB, *pairs, strings.Fields(*senderArgs), strings.Fields(*receiverArgs)); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(sizeMiB, pairs int, senderArgs []string) error {
+func run(sizeMiB, pairs int, senderArgs, receiverArgs []string) error {
 	dir, err := os.MkdirTemp("", "imgcast-bench")
 	if err != nil {
 		return err
@@ -83,7 +84,7 @@ func run(sizeMiB, pairs int, senderArgs []string) error {
 
 	// One checked run of ours first: the timed runs write to /dev/null.
 	out := filepath.Join(dir, "out.bin")
-	if _, err := transfer(snd, rcv, in, ours, out, senderArgs); err != nil {
+	if _, err := transfer(snd, rcv, in, ours, out, senderArgs, receiverArgs); err != nil {
 		return fmt.Errorf("check run: %w", err)
 	}
 	if o, err := exec.Command("cmp", in, out).CombinedOutput(); err != nil {
@@ -104,7 +105,7 @@ func run(sizeMiB, pairs int, senderArgs []string) error {
 			if who == "ours" {
 				bin = ours
 			}
-			r, err := transfer(snd, rcv, in, bin, "/dev/null", senderArgs)
+			r, err := transfer(snd, rcv, in, bin, "/dev/null", senderArgs, receiverArgs)
 			if err != nil {
 				return fmt.Errorf("pair %d, %s: %w", p+1, who, err)
 			}
@@ -145,7 +146,7 @@ var rexmitRE = regexp.MustCompile(`re-xmits=(\d+)`)
 // transfer runs udp-sender and one receiver (started after the sender,
 // sending GO at once because its stdin is at EOF) and measures the
 // receiver.
-func transfer(snd, rcv *lab.Host, in, receiver, out string, senderArgs []string) (result, error) {
+func transfer(snd, rcv *lab.Host, in, receiver, out string, senderArgs, receiverArgs []string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	sender := snd.Command(ctx, "udp-sender", append([]string{"-f", in, "--nokbd"}, senderArgs...)...)
@@ -157,7 +158,7 @@ func transfer(snd, rcv *lab.Host, in, receiver, out string, senderArgs []string)
 	defer func() { _ = sender.Process.Kill(); _ = sender.Wait() }()
 	time.Sleep(300 * time.Millisecond)
 
-	r := rcv.Command(ctx, receiver, "--file", out, "--exit-wait", "100")
+	r := rcv.Command(ctx, receiver, append([]string{"--file", out, "--exit-wait", "100"}, receiverArgs...)...)
 	var rstderr bytes.Buffer
 	r.Stderr = &rstderr
 	begin := time.Now()
