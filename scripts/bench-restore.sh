@@ -29,6 +29,7 @@ if [[ ! -s $img ]]; then
 fi
 
 target=$work/target.raw
+theirs_out=$work/target-partclone.raw
 now() { date +%s.%N; }
 fresh() { rm -f "$target"; truncate -s 1G "$target"; sync; }
 
@@ -46,7 +47,14 @@ for ((r = 1; r <= rounds; r++)); do
   ours+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
   echo "round $r: zstd|partclone.restore ${theirs[-1]} s, imgcast ${ours[-1]} s"
 done
-rm -f "$target"
+# The figures mean nothing unless both wrote the same bytes: $target holds
+# imgcast's output of the last round; compare it with partclone's.
+rm -f "$theirs_out"
+truncate -s 1G "$theirs_out"
+zstd -dc "$img" | partclone.restore -s - -O "$theirs_out" -C -L "$work/restore.log" >/dev/null 2>&1
+cmp "$target" "$theirs_out"
+echo "outputs: identical (cmp)"
+rm -f "$target" "$theirs_out"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 m_theirs=$(median "${theirs[@]}")
