@@ -24,10 +24,16 @@ func verifyTable(disk *os.File, plan *restore.Plan) error {
 	if t.Type() != plan.Image.Dump.Label && !(t.Type() == "mbr" && plan.Image.Dump.Label == "dos") {
 		return fmt.Errorf("the disk holds a %s table, the image a %s one", t.Type(), plan.Image.Dump.Label)
 	}
+	// go-diskfs reads an MBR in 512-byte sectors whatever the disk's
+	// sector size; scale its figures back for 4Kn disks.
+	scale := int64(1)
+	if t.Type() == "mbr" {
+		scale = g.LogicalSectorSize / 512
+	}
 	found := map[int][2]int64{}
 	for _, p := range t.GetPartitions() {
 		if p.GetSize() > 0 {
-			found[p.GetIndex()] = [2]int64{p.GetStart(), p.GetSize()}
+			found[p.GetIndex()] = [2]int64{p.GetStart() * scale, p.GetSize() * scale}
 		}
 	}
 	for _, pp := range plan.Partitions {
