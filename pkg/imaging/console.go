@@ -44,7 +44,7 @@ func (b *progressBar) draw(done, total int64, wire, disk float64, eta time.Durat
 	}
 }
 
-func (b *progressBar) finish(ok bool) {
+func (b *progressBar) finish() {
 	if b.w != nil && b.tty && b.drawn {
 		fmt.Fprintln(b.w)
 	}

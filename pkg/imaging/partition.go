@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/fogmc"
@@ -107,28 +106,18 @@ func (j *Job) fetch(ctx context.Context, plan *restore.Plan, di *restore.DiskIma
 func (j *Job) restoreStream(ctx context.Context, plan *restore.Plan, di *restore.DiskImage, target *restore.Target,
 	pp restore.PlannedPartition, count int, src io.Reader, mode Mode) (PartitionResult, error) {
 	n := pp.Number
-	// Wire bytes are counted as restore reads them: the image as sent,
-	// without a stream header.
-	wire := &counter{}
-	src = io.TeeReader(src, wire)
 	bar := newProgressBar(j.Console, j.ConsoleTTY, fmt.Sprintf("d1p%d", n))
-	start := time.Now()
-	firstData := atomic.Int64{}
-	wire.onFirst = func() { firstData.CompareAndSwap(0, time.Now().UnixNano()) }
-	since := func() time.Duration {
-		if t := firstData.Load(); t != 0 {
-			return time.Since(time.Unix(0, t))
-		}
-		return 0
-	}
+	// Restore counts the bytes it reads (the image as sent, without a
+	// stream header) and its clock starts with the stream's first bytes
+	// (multicast: the header strip waited for them), so its figures are
+	// the wire's.
 	var state status.State = status.Receiving
 	if mode == Unicast {
 		state = status.Writing
 	}
 	onProgress := func(p restore.Progress) {
-		el := since()
-		w := rate(wire.n.Load(), el)
-		d := rate(p.Written, el)
+		w := rate(p.In, p.Elapsed)
+		d := rate(p.Written, p.Elapsed)
 		total := p.Total
 		bar.draw(p.Written, total, w, d, p.ETA)
 		j.report(status.Report{State: state, Partition: n, Partitions: count,
@@ -144,13 +133,10 @@ func (j *Job) restoreStream(ctx context.Context, plan *restore.Plan, di *restore
 		ProgressInterval: j.progressInterval(),
 		Logf:             j.Logf,
 	})
-	bar.finish(err == nil)
-	out := PartitionResult{Partition: n, File: pp.Image.Name, Received: wire.n.Load(), Elapsed: time.Since(start), Mode: mode}
+	bar.finish()
+	out := PartitionResult{Partition: n, File: pp.Image.Name, Mode: mode}
 	if res != nil {
-		out.Written = res.Written
-	}
-	if el := since(); el > 0 {
-		out.Elapsed = el
+		out.Received, out.Written, out.Elapsed = res.In, res.Written, res.Elapsed
 	}
 	if err != nil {
 		return out, err
@@ -175,18 +161,4 @@ func partitionError(n int, err error) error {
 		return err
 	}
 	return fmt.Errorf("partition %d: %w", n, err)
-}
-
-// counter counts bytes written through it (as an io.Writer in a
-// MultiWriter or TeeReader) and notes when the first arrive.
-type counter struct {
-	n       atomic.Int64
-	onFirst func()
-}
-
-func (c *counter) Write(p []byte) (int, error) {
-	if c.n.Add(int64(len(p))) == int64(len(p)) && len(p) > 0 && c.onFirst != nil {
-		c.onFirst()
-	}
-	return len(p), nil
 }

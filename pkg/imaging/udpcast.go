@@ -26,9 +26,7 @@ type UDPCast struct {
 	// as soon as the previous stream ended, so a long wait means the
 	// session broke. ReceiveTimeout bounds silence mid-stream.
 	FirstStartTimeout, StartTimeout, ReceiveTimeout time.Duration
-	// Progress receives the receiver's snapshots (wire statistics).
-	Progress func(Stream, receiver.Progress)
-	Logf     func(format string, args ...any)
+	Logf                                            func(format string, args ...any)
 }
 
 // Receive implements Receiver.
@@ -45,9 +43,6 @@ func (u *UDPCast) Receive(ctx context.Context, s Stream, w io.Writer) error {
 		StartTimeout:   timeout,
 		ReceiveTimeout: u.ReceiveTimeout,
 		Logf:           u.Logf,
-	}
-	if u.Progress != nil {
-		cfg.Progress = func(p receiver.Progress) { u.Progress(s, p) }
 	}
 	_, err := receiver.Receive(ctx, cfg, w)
 	var st *receiver.StartTimeoutError
