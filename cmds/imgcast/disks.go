@@ -3,19 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/inventory"
 )
 
-// Disk is a whole disk as the inventory reads it, and whether it hangs off
-// USB: a USB hard disk is "not removable" to the kernel, but it is the
-// technician's, never the machine's own disk.
+// Disk is a whole disk as the inventory reads it.
 type Disk struct {
 	inventory.Disk
-	USB bool
 }
 
 func (d Disk) String() string {
@@ -36,26 +32,13 @@ func (d Disk) String() string {
 	return s
 }
 
-// skip says why the disk is not picked by default for an image of minSize
-// bytes ("" if it would be).
-func (d Disk) skip(minSize uint64) string {
-	if d.USB {
-		return "on USB"
-	}
-	return d.Disk.Skip(minSize)
-}
-
 // listDisks reads the whole-disk block devices under root (/), sorted by
 // name.
 func listDisks(root string) []Disk {
 	found, _ := inventory.ReadDisks(root)
 	out := make([]Disk, 0, len(found))
 	for _, d := range found {
-		usb := false
-		if target, err := filepath.EvalSymlinks(filepath.Join(root, "sys", "block", d.Name)); err == nil {
-			usb = strings.Contains(target, "/usb")
-		}
-		out = append(out, Disk{d, usb})
+		out = append(out, Disk{d})
 	}
 	return out
 }
@@ -78,7 +61,7 @@ func chooseDisk(disks []Disk, named string, minSize uint64) (d Disk, ok bool, er
 		return Disk{}, false, nil
 	}
 	for _, d := range disks {
-		if d.skip(minSize) == "" {
+		if d.Skip(minSize) == "" {
 			return d, true, nil
 		}
 	}
@@ -111,7 +94,7 @@ func (e *DiskError) Error() string {
 	}
 	for _, d := range e.Disks {
 		b.WriteString("\n  " + d.String())
-		if why := d.skip(e.MinSize); why != "" && e.Named == "" {
+		if why := d.Skip(e.MinSize); why != "" && e.Named == "" {
 			b.WriteString(": " + why)
 		}
 	}

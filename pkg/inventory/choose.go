@@ -13,6 +13,9 @@ var virtualPrefixes = []string{"loop", "ram", "zram", "sr", "fd", "nbd", "dm-", 
 // Skip says why ChooseDisk would not pick d for an image that needs minSize
 // bytes, or returns "" when it would.
 func (d Disk) Skip(minSize uint64) string {
+	if d.USB {
+		return "on USB"
+	}
 	for _, p := range virtualPrefixes {
 		if strings.HasPrefix(d.Name, p) {
 			return "not a physical disk"
@@ -33,7 +36,7 @@ func (d Disk) Skip(minSize uint64) string {
 }
 
 // ChooseDisk returns the first disk (in name order) that is physical, not
-// removable and at least minSize bytes. The error lists every disk and why
+// removable, not on USB and at least minSize bytes. The error lists every disk and why
 // it was passed over, so a machine that cannot be imaged says why.
 func ChooseDisk(disks []Disk, minSize uint64) (Disk, error) {
 	var why []string

@@ -49,6 +49,9 @@ type Disk struct {
 	Serial     string `json:"serial,omitempty"`
 	Removable  bool   `json:"removable"`
 	Rotational bool   `json:"rotational"`
+	// USB: the disk hangs off USB. A USB hard disk is "not removable" to
+	// the kernel, but it is the technician's, never the machine's own.
+	USB bool `json:"usb,omitempty"`
 }
 
 // DMI is the machine's firmware identity from /sys/class/dmi/id.
@@ -134,6 +137,9 @@ func ReadDisks(root string) ([]Disk, error) {
 		}
 		if ss, err := readUint(base, "queue/logical_block_size"); err == nil {
 			d.SectorSize = int(ss)
+		}
+		if target, err := filepath.EvalSymlinks(base); err == nil {
+			d.USB = strings.Contains(target, "/usb")
 		}
 		disks = append(disks, d)
 	}

@@ -238,3 +238,31 @@ func TestReadRealMachine(t *testing.T) {
 	}
 	t.Logf("%+v", m)
 }
+
+// A USB hard disk reports itself as not removable; it is still never
+// the disk to image by default, for every user of ChooseDisk.
+func TestUSBDiskIsNotChosen(t *testing.T) {
+	root := tree(t, map[string]string{
+		"sys/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0/block/sda/size":      "1953525168\n",
+		"sys/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0/block/sda/removable": "0\n",
+		"sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sdb/size":                  "976773168\n",
+		"sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sdb/removable":             "0\n",
+		"sys/block/sda": "->../devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0/block/sda",
+		"sys/block/sdb": "->../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sdb",
+	})
+	disks, err := ReadDisks(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(disks) != 2 || !disks[0].USB || disks[1].USB {
+		t.Fatalf("disks %+v: want sda on USB, sdb not", disks)
+	}
+	d, err := ChooseDisk(disks, 1<<30)
+	if err != nil || d.Name != "sdb" {
+		t.Fatalf("ChooseDisk = %q, %v; want sdb (sda is a USB disk)", d.Name, err)
+	}
+	_, err = ChooseDisk(disks[:1], 1<<30)
+	if err == nil || !strings.Contains(err.Error(), "sda: on USB") {
+		t.Fatalf("ChooseDisk with only the USB disk: %v, want an error naming sda: on USB", err)
+	}
+}
