@@ -185,8 +185,7 @@ func (j *Job) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the image folder: %w", err)
 	}
-	images := imagesInOrder(di)
-	if len(images) == 0 {
+	if len(di.Images) == 0 {
 		return nil, fmt.Errorf("%s has no partition images (d1pN.img)", j.Folder)
 	}
 
@@ -207,6 +206,7 @@ func (j *Job) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checking the image against %s: %w", diskPath, err)
 	}
+	images := withImages(plan)
 	j.printSummary(di, images, diskPath, geom)
 	j.report(status.Report{State: status.Ready, Partitions: len(images), Inventory: &machine})
 
@@ -252,13 +252,13 @@ func (j *Job) run(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// imagesInOrder lists the planned partitions that have images, in
-// partition order (the order the server sends them in).
-func imagesInOrder(di *restore.DiskImage) []restore.PlannedPartition {
+// withImages lists the planned partitions that have images, in partition
+// order (the order the server sends them in).
+func withImages(plan *restore.Plan) []restore.PlannedPartition {
 	var out []restore.PlannedPartition
-	for _, p := range di.Dump.Partitions {
-		if im := di.Images[p.Number]; im != nil {
-			out = append(out, restore.PlannedPartition{Number: p.Number, Image: im})
+	for _, pp := range plan.Partitions {
+		if pp.Image != nil {
+			out = append(out, pp)
 		}
 	}
 	return out
