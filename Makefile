@@ -75,7 +75,7 @@ $(BUILD)/kver: FORCE
 $(BUILD)/vmlinuz: $(BUILD)/kver
 	cp /boot/vmlinuz-$$(cat $<) $@
 
-$(BUILD)/modules.cpio: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/netup/*.go)
+$(BUILD)/modules.cpio: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/kmod/*.go)
 	$(GO) run ./initramfs/mkmodules -kver $$(cat $(BUILD)/kver) -list initramfs/modules.list -o $@
 
 # -tags goshsmall: gosh reads lines through the kernel's tty line discipline

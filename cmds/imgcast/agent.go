@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
 	"golang.org/x/sys/unix"
@@ -36,7 +37,7 @@ type agent struct {
 	moduleRoot     string
 
 	settings *Settings
-	drivers  *netup.Drivers
+	drivers  *kmod.Drivers
 	network  *netup.Network
 	netErr   error
 
@@ -169,21 +170,21 @@ func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 // startDrivers loads the modules of the running kernel for the devices
 // present, in the background. Without a module tree (a kernel with
 // built-in drivers) there is nothing to load.
-func (a *agent) startDrivers(ctx context.Context, cmdline string) *netup.Drivers {
+func (a *agent) startDrivers(ctx context.Context, cmdline string) *kmod.Drivers {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		a.logf("uname: %v; not loading drivers", err)
 		return nil
 	}
 	dir := filepath.Join(a.moduleRoot, unix.ByteSliceToString(u.Release[:]))
-	ix, err := netup.ReadModuleIndex(dir)
+	ix, err := kmod.ReadIndex(dir)
 	if err != nil {
 		a.logf("no driver modules for this kernel (%v); relying on built-in drivers", err)
 		return nil
 	}
-	l := netup.NewLoader(ix)
-	l.Params, l.Blacklist = netup.ModuleOptionsFromCmdline(cmdline)
-	d := &netup.Drivers{Loader: l, Sysfs: a.sysfs(), Logf: a.logf}
+	l := kmod.NewLoader(ix)
+	l.Params, l.Blacklist = kmod.OptionsFromCmdline(cmdline)
+	d := &kmod.Drivers{Loader: l, Sysfs: a.sysfs(), Logf: a.logf}
 	d.Debugf = a.debugf()
 	d.Start(ctx)
 	return d

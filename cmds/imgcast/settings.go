@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imgcast/imgcast/pkg/netup"
+	"github.com/u-root/u-root/pkg/shlex"
 )
 
 // Mode is what the agent does once the network is up (imgcast.mode).
@@ -234,7 +234,7 @@ func parseSettings(cmdline string) (*Settings, error) {
 	}
 	var errs []error
 	bootif := ""
-	for _, w := range netup.SplitCmdline(cmdline) {
+	for _, w := range shlex.Argv(cmdline) {
 		name, value, hasValue := strings.Cut(w, "=")
 		if strings.EqualFold(name, "BOOTIF") {
 			bootif = value

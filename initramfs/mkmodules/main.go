@@ -47,7 +47,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/imgcast/imgcast/pkg/netup"
+	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -152,7 +152,7 @@ func readList(file string) ([]wantedModule, error) {
 		line, _, _ := strings.Cut(sc.Text(), "#")
 		for _, w := range strings.Fields(line) {
 			optional := strings.HasSuffix(w, "?")
-			out = append(out, wantedModule{netup.ModuleName(strings.TrimSuffix(w, "?")), optional})
+			out = append(out, wantedModule{kmod.Name(strings.TrimSuffix(w, "?")), optional})
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -175,7 +175,7 @@ type staged struct {
 
 func stage(o options, wanted []wantedModule) (*staged, error) {
 	dir := filepath.Join(o.root, o.kver)
-	ix, err := netup.ReadModuleIndex(dir)
+	ix, err := kmod.ReadIndex(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func stage(o options, wanted []wantedModule) (*staged, error) {
 	var missing []string
 	for _, w := range wanted {
 		order, err := ix.LoadOrder(w.name)
-		var nf *netup.ModuleNotFoundError
+		var nf *kmod.NotFoundError
 		switch {
 		case errors.As(err, &nf) && w.optional && nf.Name == w.name:
 			st.skipped = append(st.skipped, w.name)
@@ -270,7 +270,7 @@ func readModule(file string) ([]byte, error) {
 	if filepath.Ext(file) == ".ko" {
 		return data, nil
 	}
-	out, err := netup.DecompressModule(bytes.NewReader(data))
+	out, err := kmod.Decompress(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
@@ -320,19 +320,19 @@ func firmwareOf(module []byte) []string {
 // indexFiles writes modules.dep, modules.alias and modules.softdep that
 // name only the staged modules (under their staged paths), and copies
 // modules.builtin.
-func indexFiles(dir string, ix *netup.ModuleIndex, set map[string]bool, newPath map[string]string) (map[string]string, error) {
+func indexFiles(dir string, ix *kmod.Index, set map[string]bool, newPath map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 
 	var dep strings.Builder
 	if err := eachLine(filepath.Join(dir, "modules.dep"), func(line string) {
 		file, rest, _ := strings.Cut(line, ":")
-		name := netup.ModuleName(file)
+		name := kmod.Name(file)
 		if !set[name] {
 			return
 		}
 		dep.WriteString(newPath[name] + ":")
 		for _, d := range strings.Fields(rest) {
-			dep.WriteString(" " + newPath[netup.ModuleName(d)])
+			dep.WriteString(" " + newPath[kmod.Name(d)])
 		}
 		dep.WriteString("\n")
 	}); err != nil {
@@ -351,7 +351,7 @@ func indexFiles(dir string, ix *netup.ModuleIndex, set map[string]bool, newPath 
 			if f[0] == "softdep" {
 				name = f[1] // softdep MODULE pre: ...
 			}
-			if set[netup.ModuleName(name)] {
+			if set[kmod.Name(name)] {
 				b.WriteString(line + "\n")
 			}
 		})

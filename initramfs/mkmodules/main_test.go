@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imgcast/imgcast/pkg/netup"
+	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -107,14 +107,14 @@ func TestStageFakeTree(t *testing.T) {
 	// Modules are zstd-compressed and decompress to the original (the
 	// gzipped one too).
 	for name, orig := range map[string]string{"kernel/net/e1000e.ko.zst": "e1000e module", "kernel/net/virtio_net.ko.zst": "virtio_net module"} {
-		got, err := netup.DecompressModule(bytes.NewReader(files[base+name]))
+		got, err := kmod.Decompress(bytes.NewReader(files[base+name]))
 		if err != nil || string(got) != orig {
 			t.Errorf("%s: %q, %v", name, got, err)
 		}
 	}
 	// The staged index names only staged modules, under their new paths,
 	// and loads the way the original would.
-	ix, err := netup.ParseModuleIndex("/", bytes.NewReader(files[base+"modules.dep"]), bytes.NewReader(files[base+"modules.alias"]),
+	ix, err := kmod.ParseIndex("/", bytes.NewReader(files[base+"modules.dep"]), bytes.NewReader(files[base+"modules.alias"]),
 		bytes.NewReader(files[base+"modules.softdep"]), bytes.NewReader(files[base+"modules.builtin"]))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
 // Diagnosis explains why no NIC came up: every NIC with its driver and
@@ -27,7 +29,7 @@ type Diagnosis struct {
 	// NoDriver lists network devices without a bound driver.
 	NoDriver []NetDevice
 	// FailedModules lists driver modules that did not load.
-	FailedModules []ModuleResult
+	FailedModules []kmod.Result
 	// Tried lists what Up did, in words.
 	Tried []string
 }

@@ -2,12 +2,14 @@ package netup
 
 import (
 	"errors"
-	"github.com/imgcast/imgcast/internal/testfs"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgcast/imgcast/internal/testfs"
+	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
 func TestNetworkDevicesWithoutDriver(t *testing.T) {
@@ -32,7 +34,12 @@ func TestNetworkDevicesWithoutDriver(t *testing.T) {
 	}, map[string]string{
 		"bus/pci/devices/0000:00:19.0/driver": "../../../bus/pci/drivers/e1000e",
 	})
-	got := networkDevicesWithoutDriver(sysfs, testIndex(t).Match)
+	ix, err := kmod.ParseIndex("/lib/modules/test", strings.NewReader("kernel/drivers/net/virtio_net.ko:\n"),
+		strings.NewReader("alias virtio:d00000001v* virtio_net\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := networkDevicesWithoutDriver(sysfs, ix.Match)
 	want := []NetDevice{
 		{Bus: "pci", Addr: "0000:00:03.0", ID: "10ec:8029", Modalias: "pci:v000010ECd00008029sv00001AF4sd00001100bc02sc00i00"},
 		{Bus: "virtio", Addr: "virtio0", ID: "1af4:0001", Modalias: "virtio:d00000001v00001AF4", Modules: []string{"virtio_net"}},
@@ -51,7 +58,7 @@ func TestDiagnosisText(t *testing.T) {
 			{NIC: NIC{Name: "eth1", MAC: net.HardwareAddr{0x52, 0x54, 0, 1, 2, 4}}, Err: ErrNoCarrier},
 		},
 		NoDriver:      []NetDevice{{Bus: "pci", Addr: "0000:00:03.0", ID: "10ec:8029", Modalias: "pci:v000010ECd00008029"}},
-		FailedModules: []ModuleResult{{Name: "r8169", Err: errors.New("module r8169: r8169.ko: exec format error")}},
+		FailedModules: []kmod.Result{{Name: "r8169", Err: errors.New("module r8169: r8169.ko: exec format error")}},
 		Tried:         []string{"watched for NICs and carrier for 15s"},
 	}
 	text := d.Error()

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -20,7 +21,7 @@ import (
 type Config struct {
 	// Drivers, if set, is the driver loading already under way; Up then
 	// waits for the NICs it creates and reports its failures.
-	Drivers *Drivers
+	Drivers *kmod.Drivers
 	// MAC, if set, restricts Up to the NIC with this address.
 	MAC net.HardwareAddr
 	// Server, if set, must be reachable through the chosen NIC: a TCP

@@ -1,4 +1,4 @@
-package netup
+package kmod
 
 import (
 	"bufio"
@@ -12,10 +12,10 @@ import (
 	"strings"
 )
 
-// ModuleIndex is the part of a kernel's module tree (/lib/modules/<kver>)
+// Index is the part of a kernel's module tree (/lib/modules/<kver>)
 // that module loading needs: where each module is, what it depends on, which
 // device aliases it serves, and which modules are built into the kernel.
-type ModuleIndex struct {
+type Index struct {
 	// Dir is the module tree, e.g. /lib/modules/6.1.0-56-amd64.
 	Dir string
 
@@ -31,9 +31,9 @@ type alias struct {
 	module  string
 }
 
-// ModuleName turns a module file path or name into the kernel's name for it:
+// Name turns a module file path or name into the kernel's name for it:
 // the base name without .ko and compression suffix, with '-' as '_'.
-func ModuleName(p string) string {
+func Name(p string) string {
 	name := path.Base(filepath.ToSlash(p))
 	for _, ext := range []string{".gz", ".xz", ".zst"} {
 		name = strings.TrimSuffix(name, ext)
@@ -42,9 +42,9 @@ func ModuleName(p string) string {
 	return strings.ReplaceAll(name, "-", "_")
 }
 
-// ReadModuleIndex reads modules.dep (required), modules.alias,
+// ReadIndex reads modules.dep (required), modules.alias,
 // modules.softdep and modules.builtin (optional) from dir.
-func ReadModuleIndex(dir string) (*ModuleIndex, error) {
+func ReadIndex(dir string) (*Index, error) {
 	files := []string{"modules.dep", "modules.alias", "modules.softdep", "modules.builtin"}
 	readers := make([]io.Reader, len(files))
 	for i, name := range files {
@@ -58,18 +58,18 @@ func ReadModuleIndex(dir string) (*ModuleIndex, error) {
 		defer f.Close()
 		readers[i] = f
 	}
-	ix, err := ParseModuleIndex(dir, readers[0], readers[1], readers[2], readers[3])
+	ix, err := ParseIndex(dir, readers[0], readers[1], readers[2], readers[3])
 	if err != nil {
 		return nil, fmt.Errorf("module index %s: %w", dir, err)
 	}
 	return ix, nil
 }
 
-// ParseModuleIndex builds an index from the contents of modules.dep,
+// ParseIndex builds an index from the contents of modules.dep,
 // modules.alias, modules.softdep and modules.builtin; nil readers count as
 // empty files.
-func ParseModuleIndex(dir string, dep, aliases, softdep, builtin io.Reader) (*ModuleIndex, error) {
-	ix := &ModuleIndex{Dir: dir}
+func ParseIndex(dir string, dep, aliases, softdep, builtin io.Reader) (*Index, error) {
+	ix := &Index{Dir: dir}
 	for _, p := range []struct {
 		file  string
 		r     io.Reader
@@ -108,7 +108,7 @@ func eachLine(r io.Reader, fn func(n int, line string) error) error {
 }
 
 // parseDep reads lines "kernel/a/b.ko: kernel/c.ko kernel/d.ko".
-func (ix *ModuleIndex) parseDep(r io.Reader) error {
+func (ix *Index) parseDep(r io.Reader) error {
 	ix.paths = map[string]string{}
 	ix.deps = map[string][]string{}
 	return eachLine(r, func(_ int, line string) error {
@@ -116,11 +116,11 @@ func (ix *ModuleIndex) parseDep(r io.Reader) error {
 		if !ok || file == "" {
 			return fmt.Errorf("no ':' in %q", line)
 		}
-		name := ModuleName(file)
+		name := Name(file)
 		ix.paths[name] = file
 		var deps []string
 		for _, d := range strings.Fields(rest) {
-			deps = append(deps, ModuleName(d))
+			deps = append(deps, Name(d))
 		}
 		ix.deps[name] = deps
 		return nil
@@ -128,7 +128,7 @@ func (ix *ModuleIndex) parseDep(r io.Reader) error {
 }
 
 // parseAlias reads lines "alias <pattern> <module>".
-func (ix *ModuleIndex) parseAlias(r io.Reader) error {
+func (ix *Index) parseAlias(r io.Reader) error {
 	ix.aliases = map[string][]alias{}
 	return eachLine(r, func(_ int, line string) error {
 		f := strings.Fields(line)
@@ -136,7 +136,7 @@ func (ix *ModuleIndex) parseAlias(r io.Reader) error {
 			return fmt.Errorf("not an alias line: %q", line)
 		}
 		bus := aliasBus(f[1])
-		ix.aliases[bus] = append(ix.aliases[bus], alias{pattern: f[1], module: ModuleName(f[2])})
+		ix.aliases[bus] = append(ix.aliases[bus], alias{pattern: f[1], module: Name(f[2])})
 		return nil
 	})
 }
@@ -144,14 +144,14 @@ func (ix *ModuleIndex) parseAlias(r io.Reader) error {
 // parseSoftdep reads lines "softdep <module> pre: a b post: c".
 // Only "pre:" matters to us: those modules provide faster implementations
 // that must be present before the module binds to a generic one.
-func (ix *ModuleIndex) parseSoftdep(r io.Reader) error {
+func (ix *Index) parseSoftdep(r io.Reader) error {
 	ix.softPre = map[string][]string{}
 	return eachLine(r, func(_ int, line string) error {
 		f := strings.Fields(line)
 		if len(f) < 2 || f[0] != "softdep" {
 			return fmt.Errorf("not a softdep line: %q", line)
 		}
-		name := ModuleName(f[1])
+		name := Name(f[1])
 		section := ""
 		for _, w := range f[2:] {
 			switch w {
@@ -159,7 +159,7 @@ func (ix *ModuleIndex) parseSoftdep(r io.Reader) error {
 				section = w
 			default:
 				if section == "pre:" {
-					ix.softPre[name] = append(ix.softPre[name], ModuleName(w))
+					ix.softPre[name] = append(ix.softPre[name], Name(w))
 				}
 			}
 		}
@@ -167,10 +167,10 @@ func (ix *ModuleIndex) parseSoftdep(r io.Reader) error {
 	})
 }
 
-func (ix *ModuleIndex) parseBuiltin(r io.Reader) error {
+func (ix *Index) parseBuiltin(r io.Reader) error {
 	ix.builtin = map[string]bool{}
 	return eachLine(r, func(_ int, line string) error {
-		ix.builtin[ModuleName(line)] = true
+		ix.builtin[Name(line)] = true
 		return nil
 	})
 }
@@ -187,19 +187,19 @@ func aliasBus(s string) string {
 }
 
 // Has reports whether the tree holds the module (as a file).
-func (ix *ModuleIndex) Has(name string) bool {
-	_, ok := ix.paths[ModuleName(name)]
+func (ix *Index) Has(name string) bool {
+	_, ok := ix.paths[Name(name)]
 	return ok
 }
 
 // Builtin reports whether the module is compiled into the kernel.
-func (ix *ModuleIndex) Builtin(name string) bool { return ix.builtin[ModuleName(name)] }
+func (ix *Index) Builtin(name string) bool { return ix.builtin[Name(name)] }
 
 // Path is the module's file relative to Dir ("" if unknown).
-func (ix *ModuleIndex) Path(name string) string { return ix.paths[ModuleName(name)] }
+func (ix *Index) Path(name string) string { return ix.paths[Name(name)] }
 
 // Names lists every module in the tree, sorted.
-func (ix *ModuleIndex) Names() []string {
+func (ix *Index) Names() []string {
 	names := make([]string, 0, len(ix.paths))
 	for n := range ix.paths {
 		names = append(names, n)
@@ -209,11 +209,11 @@ func (ix *ModuleIndex) Names() []string {
 }
 
 // SoftPre lists the modules the index says to load before name, if present.
-func (ix *ModuleIndex) SoftPre(name string) []string { return ix.softPre[ModuleName(name)] }
+func (ix *Index) SoftPre(name string) []string { return ix.softPre[Name(name)] }
 
 // Match returns the modules whose alias patterns match a device's modalias
 // (as found in /sys/.../modalias), in index order, without duplicates.
-func (ix *ModuleIndex) Match(modalias string) []string {
+func (ix *Index) Match(modalias string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, bus := range []string{aliasBus(modalias), "*"} {
@@ -233,7 +233,7 @@ func (ix *ModuleIndex) Match(modalias string) []string {
 // LoadOrder returns the modules to load, dependencies first, so that name
 // ends up loaded. Soft "pre" dependencies present in the tree come before
 // the module; built-in modules are left out.
-func (ix *ModuleIndex) LoadOrder(name string) ([]string, error) {
+func (ix *Index) LoadOrder(name string) ([]string, error) {
 	steps, err := ix.loadSteps(name)
 	if err != nil {
 		return nil, err
@@ -252,7 +252,7 @@ type loadStep struct {
 	optional bool
 }
 
-func (ix *ModuleIndex) loadSteps(name string) ([]loadStep, error) {
+func (ix *Index) loadSteps(name string) ([]loadStep, error) {
 	var order []loadStep
 	state := map[string]int{} // 1 visiting, 2 done
 	var visit func(n string, optional bool) error
@@ -271,7 +271,7 @@ func (ix *ModuleIndex) loadSteps(name string) ([]loadStep, error) {
 			if optional {
 				return nil
 			}
-			return &ModuleNotFoundError{Name: n, Dir: ix.Dir}
+			return &NotFoundError{Name: n, Dir: ix.Dir}
 		}
 		state[n] = 1
 		for _, d := range ix.softPre[n] {
@@ -288,17 +288,17 @@ func (ix *ModuleIndex) loadSteps(name string) ([]loadStep, error) {
 		order = append(order, loadStep{n, optional})
 		return nil
 	}
-	if err := visit(ModuleName(name), false); err != nil {
+	if err := visit(Name(name), false); err != nil {
 		return nil, err
 	}
 	return order, nil
 }
 
-// ModuleNotFoundError says a module is neither in the tree nor built in.
-type ModuleNotFoundError struct {
+// NotFoundError says a module is neither in the tree nor built in.
+type NotFoundError struct {
 	Name, Dir string
 }
 
-func (e *ModuleNotFoundError) Error() string {
+func (e *NotFoundError) Error() string {
 	return fmt.Sprintf("module %s is not in %s (not shipped in this image?)", e.Name, e.Dir)
 }

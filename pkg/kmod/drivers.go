@@ -1,4 +1,4 @@
-package netup
+package kmod
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package netup
+package kmod
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/u-root/u-root/pkg/shlex"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,7 @@ import (
 // once however many devices or goroutines ask for it. It is safe for
 // concurrent use.
 type Loader struct {
-	Index *ModuleIndex
+	Index *Index
 	// Params holds module parameters by module name ("debug=1 foo=bar"),
 	// usually from "module.param=value" words on the kernel command line.
 	Params map[string]string
@@ -44,15 +45,15 @@ type loadState struct {
 	optional bool
 }
 
-// ModuleResult records one module load attempt.
-type ModuleResult struct {
+// Result records one module load attempt.
+type Result struct {
 	Name string
 	Err  error
 	Took time.Duration
 }
 
 // NewLoader returns a loader for the modules of ix.
-func NewLoader(ix *ModuleIndex) *Loader {
+func NewLoader(ix *Index) *Loader {
 	return &Loader{Index: ix, load: loadModuleFile, state: map[string]*loadState{}}
 }
 
@@ -62,7 +63,7 @@ var ErrBlacklisted = errors.New("blacklisted on the kernel command line")
 // Load loads the named module after its dependencies. Loading a module the
 // kernel already has is not an error.
 func (l *Loader) Load(name string) error {
-	name = ModuleName(name)
+	name = Name(name)
 	if l.Blacklist[name] {
 		return fmt.Errorf("module %s: %w", name, ErrBlacklisted)
 	}
@@ -107,10 +108,10 @@ func (l *Loader) loadOnce(s loadStep) error {
 
 // Results lists every module load attempted so far (finished ones only),
 // sorted by name. Failed optional (soft) dependencies are left out.
-func (l *Loader) Results() []ModuleResult {
+func (l *Loader) Results() []Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []ModuleResult
+	var out []Result
 	for name, st := range l.state {
 		select {
 		case <-st.done:
@@ -120,7 +121,7 @@ func (l *Loader) Results() []ModuleResult {
 		if st.err != nil && st.optional {
 			continue
 		}
-		out = append(out, ModuleResult{Name: name, Err: st.err, Took: st.took})
+		out = append(out, Result{Name: name, Err: st.err, Took: st.took})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -194,9 +195,9 @@ func compressionOf(magic []byte) string {
 	return ""
 }
 
-// DecompressModule returns the contents of a gzip, xz or zstd compressed
+// Decompress returns the contents of a gzip, xz or zstd compressed
 // module file.
-func DecompressModule(r io.Reader) ([]byte, error) {
+func Decompress(r io.Reader) ([]byte, error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(6)
 	kind := compressionOf(magic)
@@ -247,22 +248,22 @@ func decompress(r io.Reader, kind string) ([]byte, error) {
 	return out, nil
 }
 
-// ModuleOptionsFromCmdline extracts "module.param=value" words from a kernel
+// OptionsFromCmdline extracts "module.param=value" words from a kernel
 // command line, as modprobe does: parameters by module name, and the
 // modules named by modprobe.blacklist=a,b.
-func ModuleOptionsFromCmdline(cmdline string) (params map[string]string, blacklist map[string]bool) {
+func OptionsFromCmdline(cmdline string) (params map[string]string, blacklist map[string]bool) {
 	params, blacklist = map[string]string{}, map[string]bool{}
-	for _, w := range SplitCmdline(cmdline) {
+	for _, w := range shlex.Argv(cmdline) {
 		key, val, hasVal := strings.Cut(w, "=")
 		mod, param, ok := strings.Cut(key, ".")
 		if !ok || mod == "" || param == "" {
 			continue
 		}
-		mod = ModuleName(mod)
+		mod = Name(mod)
 		if mod == "modprobe" && param == "blacklist" {
 			for _, b := range strings.Split(val, ",") {
 				if b != "" {
-					blacklist[ModuleName(b)] = true
+					blacklist[Name(b)] = true
 				}
 			}
 			continue
@@ -277,32 +278,4 @@ func ModuleOptionsFromCmdline(cmdline string) (params map[string]string, blackli
 		params[mod] += opt
 	}
 	return params, blacklist
-}
-
-// SplitCmdline splits a kernel command line into words the way the kernel
-// does: on spaces, with double quotes grouping (and removed).
-func SplitCmdline(s string) []string {
-	var words []string
-	var cur strings.Builder
-	inQuote, inWord := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-			inWord = true
-		case !inQuote && (r == ' ' || r == '\t' || r == '\n'):
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteRune(r)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words
 }

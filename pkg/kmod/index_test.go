@@ -1,4 +1,4 @@
-package netup
+package kmod
 
 import (
 	"errors"
@@ -45,9 +45,9 @@ kernel/net/packet/af_packet.ko
 `
 )
 
-func testIndex(t testing.TB) *ModuleIndex {
+func testIndex(t testing.TB) *Index {
 	t.Helper()
-	ix, err := ParseModuleIndex("/lib/modules/test", strings.NewReader(testDep), strings.NewReader(testAlias),
+	ix, err := ParseIndex("/lib/modules/test", strings.NewReader(testDep), strings.NewReader(testAlias),
 		strings.NewReader(testSoftdep), strings.NewReader(testBuiltin))
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func testIndex(t testing.TB) *ModuleIndex {
 	return ix
 }
 
-func TestModuleName(t *testing.T) {
+func TestName(t *testing.T) {
 	for in, want := range map[string]string{
 		"kernel/drivers/net/virtio_net.ko":           "virtio_net",
 		"kernel/arch/x86/crypto/crct10dif-pclmul.ko": "crct10dif_pclmul",
@@ -64,8 +64,8 @@ func TestModuleName(t *testing.T) {
 		"crc-t10dif":    "crc_t10dif",
 		"x.ko.gz":       "x",
 	} {
-		if got := ModuleName(in); got != want {
-			t.Errorf("ModuleName(%q) = %q, want %q", in, got, want)
+		if got := Name(in); got != want {
+			t.Errorf("Name(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -113,9 +113,9 @@ func TestLoadOrder(t *testing.T) {
 			t.Errorf("LoadOrder(%s): err = %v, wantErr %v", tt.name, err, tt.wantErr)
 			continue
 		}
-		var nf *ModuleNotFoundError
+		var nf *NotFoundError
 		if tt.wantErr && !errors.As(err, &nf) {
-			t.Errorf("LoadOrder(%s): err = %v, want a ModuleNotFoundError", tt.name, err)
+			t.Errorf("LoadOrder(%s): err = %v, want a NotFoundError", tt.name, err)
 		}
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("LoadOrder(%s) = %v, want %v", tt.name, got, tt.want)
@@ -123,15 +123,15 @@ func TestLoadOrder(t *testing.T) {
 	}
 }
 
-func TestReadModuleIndexFromDir(t *testing.T) {
+func TestReadIndexFromDir(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ReadModuleIndex(dir); err == nil {
+	if _, err := ReadIndex(dir); err == nil {
 		t.Fatal("no modules.dep: want an error")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(testDep), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ix, err := ReadModuleIndex(dir) // alias, softdep, builtin are optional
+	ix, err := ReadIndex(dir) // alias, softdep, builtin are optional
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,16 +141,16 @@ func TestReadModuleIndexFromDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "modules.alias"), []byte("alias broken\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadModuleIndex(dir); err == nil || !strings.Contains(err.Error(), "modules.alias") {
+	if _, err := ReadIndex(dir); err == nil || !strings.Contains(err.Error(), "modules.alias") {
 		t.Errorf("bad alias line: err = %v, want one naming modules.alias", err)
 	}
 }
 
-func FuzzParseModuleIndex(f *testing.F) {
+func FuzzParseIndex(f *testing.F) {
 	f.Add(testDep, testAlias, testSoftdep)
 	f.Add("a.ko: b.ko\nb.ko: a.ko\n", "alias x:* a\n", "softdep a pre: b\n")
 	f.Fuzz(func(t *testing.T, dep, aliases, softdep string) {
-		ix, err := ParseModuleIndex("/m", strings.NewReader(dep), strings.NewReader(aliases), strings.NewReader(softdep), nil)
+		ix, err := ParseIndex("/m", strings.NewReader(dep), strings.NewReader(aliases), strings.NewReader(softdep), nil)
 		if err != nil {
 			return
 		}

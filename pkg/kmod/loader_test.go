@@ -1,4 +1,4 @@
-package netup
+package kmod
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/u-root/u-root/pkg/shlex"
 	"github.com/ulikunitz/xz"
 )
 
@@ -24,12 +25,12 @@ type fakeLoader struct {
 func (f *fakeLoader) load(path, params string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	name := ModuleName(path)
+	name := Name(path)
 	if params != "" {
 		name += "(" + params + ")"
 	}
 	f.calls = append(f.calls, name)
-	return f.fail[ModuleName(path)]
+	return f.fail[Name(path)]
 }
 
 func newTestLoader(t *testing.T, fail map[string]error) (*Loader, *fakeLoader) {
@@ -155,7 +156,7 @@ func TestDecompress(t *testing.T) {
 }
 
 func TestModuleOptionsFromCmdline(t *testing.T) {
-	params, blacklist := ModuleOptionsFromCmdline(`console=ttyS0 e1000e.InterruptThrottleRate=3000 e1000e.debug=2 ` +
+	params, blacklist := OptionsFromCmdline(`console=ttyS0 e1000e.InterruptThrottleRate=3000 e1000e.debug=2 ` +
 		`nvme_core.default_ps_max_latency_us=0 modprobe.blacklist=r8169,snd-hda uroot.uinitargs="-v -x" panic=-1 virtio-net.napi_tx`)
 	wantParams := map[string]string{
 		"e1000e":     "InterruptThrottleRate=3000 debug=2",
@@ -171,7 +172,10 @@ func TestModuleOptionsFromCmdline(t *testing.T) {
 	}
 }
 
-func TestSplitCmdline(t *testing.T) {
+// TestCmdlineWords pins how u-root's shlex splits a kernel command line
+// for the cases the kernel defines: words on blanks, double quotes group
+// and are removed.
+func TestCmdlineWords(t *testing.T) {
 	for in, want := range map[string][]string{
 		"":                              nil,
 		"  a  b\n":                      {"a", "b"},
@@ -180,14 +184,14 @@ func TestSplitCmdline(t *testing.T) {
 		`"quoted word"`:                 {"quoted word"},
 		`a=""`:                          {"a="},
 	} {
-		if got := SplitCmdline(in); !reflect.DeepEqual(got, want) {
-			t.Errorf("SplitCmdline(%q) = %q, want %q", in, got, want)
+		if got := shlex.Argv(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("shlex.Argv(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
-func ExampleModuleIndex_LoadOrder() {
-	ix, _ := ParseModuleIndex("/lib/modules/6.1.0-56-amd64",
+func ExampleIndex_LoadOrder() {
+	ix, _ := ParseIndex("/lib/modules/6.1.0-56-amd64",
 		strings.NewReader("kernel/net/core/failover.ko:\nkernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n"+
 			"kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n"),
 		nil, nil, nil)

@@ -1,14 +1,15 @@
-package netup
+package kmod
 
 import (
 	"context"
-	"github.com/imgcast/imgcast/internal/testfs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imgcast/imgcast/internal/testfs"
 )
 
 // TestColdplug runs coldplug over a fake sysfs: loading virtio_pci creates
@@ -16,7 +17,7 @@ import (
 // virtio_net; the SATA controller's ahci waits until no network driver is
 // loading.
 func TestColdplug(t *testing.T) {
-	ix, err := ParseModuleIndex("/m",
+	ix, err := ParseIndex("/m",
 		strings.NewReader("kernel/virtio.ko:\nkernel/virtio_pci.ko: kernel/virtio.ko\nkernel/virtio_net.ko: kernel/virtio.ko\nkernel/ahci.ko:\n"),
 		strings.NewReader("alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias virtio:d00000001v* virtio_net\nalias pci:v*d*sv*sd*bc01sc06i01* ahci\n"),
 		nil, nil)
@@ -32,7 +33,7 @@ func TestColdplug(t *testing.T) {
 	var order []string
 	l := NewLoader(ix)
 	l.load = func(path, _ string) error {
-		name := ModuleName(path)
+		name := Name(path)
 		mu.Lock()
 		order = append(order, name)
 		mu.Unlock()
