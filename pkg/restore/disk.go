@@ -88,7 +88,7 @@ func LoadDiskImage(ctx context.Context, f imagedir.Folder, disk int) (*DiskImage
 		if p.Extended() && di.Dump.Label == "dos" {
 			continue
 		}
-		im, err := imagedir.FindImage(ctx, f, disk, p.Number)
+		im, err := imagedir.ProbeImage(ctx, f, disk, p.Number)
 		if err != nil {
 			return nil, err
 		}

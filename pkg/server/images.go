@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 
-	"github.com/imgcast/imgcast/pkg/fogmc"
+	"github.com/imgcast/imgcast/pkg/layout"
 )
 
 // ImageStream is one partition image of an image folder: the file, or the
@@ -24,87 +21,39 @@ type ImageStream struct {
 	Size  int64
 }
 
-// partImage matches FOG's per-partition image names: d<disk>p<part>.img,
-// optionally followed by a split suffix .NNN.
-var partImage = regexp.MustCompile(`^d([0-9]+)p([0-9]+)\.img(?:\.([0-9]{3}))?$`)
-
 // ScanImage lists the partition images of disk 1 of a FOG image folder in
-// partition order — the order the client receives them in, one stream per
-// partition on portbase+2*i. A split image is "d1pN.img" or "d1pN.img.000"
-// followed by ".001", ".002", … without gaps.
-//
-// Only disk 1 is sent: the client restores one disk (d1.partitions), and a
-// sender for a disk no client asks for would wait for receivers forever.
+// the order imgcast-server sends them (package layout's Imgcast layout:
+// partition order, split pieces joined, one stream per partition on
+// portbase+2*i).
 func ScanImage(dir string) ([]ImageStream, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image folder: %w", err)
 	}
-	pieces := map[int]map[int]string{} // partition -> piece number -> name
-	var otherDisks, legacy []string
+	var files []layout.File
 	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, "sys.img") || strings.HasPrefix(name, "rec.img") {
-			legacy = append(legacy, name)
+		if n, ok := layout.ParseName(e.Name()); !ok || n.Disk != 1 {
+			files = append(files, layout.File{Name: e.Name(), Size: -1})
 			continue
 		}
-		m := partImage.FindStringSubmatch(name)
-		if m == nil {
-			continue
+		info, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("image folder: %w", err)
 		}
-		if m[1] != "1" {
-			otherDisks = append(otherDisks, name)
-			continue
+		if !info.Mode().IsRegular() {
+			return nil, fmt.Errorf("image folder %s: %s is not a regular file", dir, e.Name())
 		}
-		part, _ := strconv.Atoi(m[2])
-		piece := 0
-		if m[3] != "" {
-			piece, _ = strconv.Atoi(m[3])
-		}
-		if pieces[part] == nil {
-			pieces[part] = map[int]string{}
-		}
-		if prev, dup := pieces[part][piece]; dup {
-			return nil, fmt.Errorf("image folder %s: both %s and %s claim to be the first piece of partition %d; remove one", dir, prev, name, part)
-		}
-		pieces[part][piece] = name
+		files = append(files, layout.File{Name: e.Name(), Size: info.Size()})
 	}
-	if len(pieces) == 0 {
-		switch {
-		case len(legacy) > 0:
-			return nil, fmt.Errorf("image folder %s has only legacy FOG images (%s), which imgcast does not send; recapture it as d1pN.img", dir, strings.Join(legacy, ", "))
-		case len(otherDisks) > 0:
-			return nil, fmt.Errorf("image folder %s has no images for disk 1 (d1pN.img), only %s", dir, strings.Join(otherDisks, ", "))
-		}
-		return nil, fmt.Errorf("image folder %s has no partition images (d1pN.img or d1pN.img.000)", dir)
+	streams, err := layout.Imgcast(files, 0)
+	if err != nil {
+		return nil, fmt.Errorf("image folder %s: %w", dir, err)
 	}
-	parts := make([]int, 0, len(pieces))
-	for p := range pieces {
-		parts = append(parts, p)
+	out := make([]ImageStream, len(streams))
+	for i, s := range streams {
+		out[i] = ImageStream{Partition: s.Partition, ID: s.ID, Files: s.Files, Size: s.Size}
 	}
-	sort.Ints(parts)
-	var streams []ImageStream
-	for _, p := range parts {
-		s := ImageStream{Partition: p}
-		for i := 0; i < len(pieces[p]); i++ {
-			name, ok := pieces[p][i]
-			if !ok {
-				return nil, fmt.Errorf("image folder %s: partition %d is split into %d pieces but piece .%03d is missing", dir, p, len(pieces[p]), i)
-			}
-			info, err := os.Stat(filepath.Join(dir, name))
-			if err != nil {
-				return nil, fmt.Errorf("image folder: %w", err)
-			}
-			if !info.Mode().IsRegular() {
-				return nil, fmt.Errorf("image folder %s: %s is not a regular file", dir, name)
-			}
-			s.Files = append(s.Files, name)
-			s.Size += info.Size()
-		}
-		s.ID = fogmc.IDForFile(s.Files[0])
-		streams = append(streams, s)
-	}
-	return streams, nil
+	return out, nil
 }
 
 // FindImage picks the image folder to send inside root: name if given,
@@ -147,7 +96,7 @@ func isImageFolder(dir string) bool {
 		return false
 	}
 	for _, e := range entries {
-		if m := partImage.FindStringSubmatch(e.Name()); m != nil && m[1] == "1" {
+		if n, ok := layout.ParseName(e.Name()); ok && n.Disk == 1 {
 			return true
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/imgcast/imgcast/pkg/layout"
 )
 
 // SenderConfig is how each partition's udp-sender is run.
@@ -36,7 +38,7 @@ type SenderConfig struct {
 }
 
 // Port returns the port base of stream i.
-func (c SenderConfig) Port(i int) int { return c.PortBase + 2*i }
+func (c SenderConfig) Port(i int) int { return layout.Port(c.PortBase, i) }
 
 // Args returns udp-sender's arguments for stream i, which waits for
 // receivers receivers. The data comes on stdin, so there is no --file, and

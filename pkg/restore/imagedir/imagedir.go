@@ -15,13 +15,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/imgcast/imgcast/pkg/layout"
 )
 
 // Folder is an image folder.
@@ -124,39 +124,20 @@ func (im *Image) Size() int64 {
 	return n
 }
 
-// maxPieces bounds the search for split pieces.
-const maxPieces = 1000
-
-// FindImage looks for the image of partition part of disk disk: the pieces
-// dNpM.img.000, .001, … or dNpM.img, dNpM.img.001, … It returns nil and no
-// error when there is none.
-func FindImage(ctx context.Context, f Folder, disk, part int) (*Image, error) {
-	base := fmt.Sprintf("d%dp%d.img", disk, part)
-	first := base + ".000"
-	size, err := f.Size(ctx, first)
-	if errors.Is(err, fs.ErrNotExist) {
-		first = base
-		size, err = f.Size(ctx, first)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+// ProbeImage looks for the image of partition part of disk disk by asking
+// the folder for each name (over HTTP: HEAD requests), in the order and
+// with the names package layout defines: dNpM.img.000 or dNpM.img, then
+// .001, .002, … It returns nil and no error when there is none.
+func ProbeImage(ctx context.Context, f Folder, disk, part int) (*Image, error) {
+	files, err := layout.Probe(ctx, f.Size, disk, part)
+	if err != nil || files == nil {
 		return nil, err
 	}
-	im := &Image{Name: base, Pieces: []Piece{{first, size}}}
-	for i := 1; i < maxPieces; i++ {
-		name := fmt.Sprintf("%s.%03d", base, i)
-		size, err := f.Size(ctx, name)
-		if errors.Is(err, fs.ErrNotExist) {
-			return im, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		im.Pieces = append(im.Pieces, Piece{name, size})
+	im := &Image{Name: layout.ImageName(disk, part)}
+	for _, p := range files {
+		im.Pieces = append(im.Pieces, Piece{p.Name, p.Size})
 	}
-	return nil, fmt.Errorf("%s: more than %d pieces", base, maxPieces)
+	return im, nil
 }
 
 // Open streams the pieces one after the other, opening each when the one

@@ -41,7 +41,7 @@ func FuzzParseSHA256Sums(f *testing.F) {
 }
 
 // Split pieces are found in both FOG namings and read as one stream.
-func TestFindImage(t *testing.T) {
+func TestProbeImage(t *testing.T) {
 	dir := t.TempDir()
 	for name, content := range map[string]string{"d1p1.img": "ab", "d1p1.img.001": "cd", "d1p1.img.002": "e",
 		"d1p2.img.000": "x", "d1p2.img.001": "y"} {
@@ -55,7 +55,7 @@ func TestFindImage(t *testing.T) {
 	}
 	ctx := context.Background()
 	for part, want := range map[int]string{1: "abcde", 2: "xy"} {
-		im, err := imagedir.FindImage(ctx, f, 1, part)
+		im, err := imagedir.ProbeImage(ctx, f, 1, part)
 		if err != nil || im == nil {
 			t.Fatalf("partition %d: %v", part, err)
 		}
@@ -66,7 +66,7 @@ func TestFindImage(t *testing.T) {
 			t.Errorf("partition %d: %q %v", part, b, err)
 		}
 	}
-	if im, err := imagedir.FindImage(ctx, f, 1, 3); im != nil || err != nil {
+	if im, err := imagedir.ProbeImage(ctx, f, 1, 3); im != nil || err != nil {
 		t.Errorf("partition 3: %v %v", im, err)
 	}
 	if _, err := f.Open(ctx, "../etc/passwd"); err == nil {
