@@ -15,10 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
-	"golang.org/x/sys/unix"
 )
 
 // The agent is the client as u-root's uinit: it reads its settings from

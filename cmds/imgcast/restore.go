@@ -12,9 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
 	"github.com/imgcast/imgcast/pkg/restore"
-	"github.com/imgcast/imgcast/pkg/restore/imagedir"
-	"github.com/imgcast/imgcast/pkg/restore/ptable"
 )
 
 // runRestorePartition: imgcast restore-partition [flags] SOURCE TARGET
@@ -84,7 +83,7 @@ func describe(w io.Writer, src, target string, res *restore.Result) {
 		what = res.Header.String()
 	}
 	fmt.Fprintf(w, "%s → %s: %s, %s compression; %s written in %v (%s/s)\n", src, target, what, res.Compression,
-		ptable.HumanBytes(res.Written), res.Elapsed.Round(time.Millisecond), ptable.HumanBytes(int64(float64(res.Written)/max(res.Elapsed.Seconds(), 1e-3))))
+		bytesize.Format(res.Written), res.Elapsed.Round(time.Millisecond), bytesize.Format(int64(float64(res.Written)/max(res.Elapsed.Seconds(), 1e-3))))
 }
 
 // runRestoreDisk: imgcast restore-disk [flags] IMAGEDIR|URL TARGET
@@ -111,25 +110,18 @@ func runRestoreDisk(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	folder, err := imagedir.Open(fl.Arg(0))
+	di, err := restore.OpenImage(ctx, fl.Arg(0), *disk)
 	if err != nil {
 		return err
 	}
-	di, err := restore.LoadDiskImage(ctx, folder, *disk)
-	if err != nil {
-		return err
-	}
-	f, err := openDisk(fl.Arg(1))
+	folder := di.Folder
+	f, g, err := restore.OpenDisk(fl.Arg(1), *sectorSize)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	g, err := ptable.ReadGeometry(f, *sectorSize)
-	if err != nil {
-		return err
-	}
 	fmt.Fprintf(stdout, "%s: %s table, %d partitions; %s: %s, %d-byte sectors\n", folder, di.Dump.Label,
-		len(di.Dump.Partitions), f.Name(), ptable.HumanBytes(g.Size), g.LogicalSectorSize)
+		len(di.Dump.Partitions), f.Name(), bytesize.Format(g.Size), g.LogicalSectorSize)
 	opts := restore.DiskOptions{IgnoreChecksums: *ignore, Logf: logTo(stderr)}
 	if !*quiet {
 		opts.Progress = progressPrinter(stderr)
@@ -140,25 +132,6 @@ func runRestoreDisk(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "restored %s to %s in %v\n", folder, f.Name(), time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// openDisk opens a disk device exclusively, or an existing image file.
-func openDisk(path string) (*os.File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	flags := os.O_RDWR
-	if st.Mode()&os.ModeDevice != 0 {
-		flags |= os.O_EXCL
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is neither a block device nor a regular file", path)
-	}
-	f, err := os.OpenFile(path, flags, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s (is it mounted or in use?): %w", path, err)
-	}
-	return f, nil
 }
 
 func logTo(w io.Writer) func(string, ...any) {
@@ -192,6 +165,6 @@ func progressPrinter(w io.Writer) func(restore.Progress) {
 			end = "\n"
 		}
 		fmt.Fprintf(w, "%s: %s %s, %s written at %.1f MB/s, %s read%s%s", name, p.Phase, pct,
-			ptable.HumanBytes(p.Written), p.Rate/1e6, ptable.HumanBytes(p.In), eta, end)
+			bytesize.Format(p.Written), p.Rate/1e6, bytesize.Format(p.In), eta, end)
 	}
 }

@@ -47,9 +47,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
 func main() {

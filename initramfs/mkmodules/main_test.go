@@ -10,8 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
 // writeTree creates a module tree: files maps paths under root to contents.

@@ -3,6 +3,8 @@ package inventory
 import (
 	"fmt"
 	"strings"
+
+	"github.com/imgcast/imgcast/internal/bytesize"
 )
 
 // virtualPrefixes name block devices that are never an imaging target:
@@ -30,7 +32,7 @@ func (d Disk) Skip(minSize uint64) string {
 	case d.Removable:
 		return "removable"
 	case d.SizeBytes < minSize:
-		return fmt.Sprintf("too small (%s < %s)", HumanBytes(d.SizeBytes), HumanBytes(minSize))
+		return fmt.Sprintf("too small (%s < %s)", bytesize.Format(d.SizeBytes), bytesize.Format(minSize))
 	}
 	return ""
 }
@@ -48,26 +50,13 @@ func ChooseDisk(disks []Disk, minSize uint64) (Disk, error) {
 		why = append(why, d.Name+": "+reason)
 	}
 	if len(why) == 0 {
-		return Disk{}, fmt.Errorf("no disk found for an image of %s: no block devices at all (is the storage driver loaded?)", HumanBytes(minSize))
+		return Disk{}, fmt.Errorf("no disk found for an image of %s: no block devices at all (is the storage driver loaded?)", bytesize.Format(minSize))
 	}
-	return Disk{}, fmt.Errorf("no disk found for an image of %s (%s)", HumanBytes(minSize), strings.Join(why, "; "))
+	return Disk{}, fmt.Errorf("no disk found for an image of %s (%s)", bytesize.Format(minSize), strings.Join(why, "; "))
 }
 
-// HumanBytes formats n with binary units, e.g. "64 MiB", "1.5 GiB".
-func HumanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	suffix := "KMGTPE"[exp : exp+1]
-	if v == float64(uint64(v)) {
-		return fmt.Sprintf("%d %siB", uint64(v), suffix)
-	}
-	return fmt.Sprintf("%.1f %siB", v, suffix)
-}
+// HumanBytes formats n like every imgcast message (bytesize.Format).
+//
+// Deprecated: use internal/bytesize.Format; kept for pkg/server until it
+// moves over.
+func HumanBytes(n uint64) string { return bytesize.Format(n) }

@@ -11,9 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
 // Config says how to bring the network up. The zero value works: every

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/imgcast/imgcast/pkg/restore/decompress"
 	"github.com/imgcast/imgcast/pkg/restore/imagedir"
@@ -229,6 +231,28 @@ func (p *Plan) WriteTable(f *os.File) error {
 	return ptable.Write(f, p.Image.Dump, p.Geometry, p.Image.Boot)
 }
 
+// VerifyTable reads the partition table back from the disk f and checks
+// that every planned partition is there with its start and size.
+func (p *Plan) VerifyTable(f *os.File) error {
+	t, err := ptable.Read(f, p.Geometry)
+	if err != nil {
+		return err
+	}
+	if t.Label != p.Image.Dump.Label {
+		return fmt.Errorf("the disk holds a %s table, the image a %s one", t.Label, p.Image.Dump.Label)
+	}
+	for _, pp := range p.Partitions {
+		e, ok := t.Entry(pp.Number)
+		if !ok {
+			return fmt.Errorf("partition %d is missing from the table read back", pp.Number)
+		}
+		if e.Offset != pp.Offset || e.Size != pp.Size {
+			return fmt.Errorf("partition %d reads back at %d+%d bytes, want %d+%d", pp.Number, e.Offset, e.Size, pp.Offset, pp.Size)
+		}
+	}
+	return nil
+}
+
 // Target is where partition n goes on the disk f (by offset; the same
 // bytes as the partition device).
 func (p *Plan) Target(f *os.File, n int) (*Target, error) {
@@ -237,6 +261,38 @@ func (p *Plan) Target(f *os.File, n int) (*Target, error) {
 		return nil, fmt.Errorf("the table has no partition %d", n)
 	}
 	return NewTarget(f, pp.Offset, pp.Size), nil
+}
+
+// PartitionOptions tune Plan.RestorePartition.
+type PartitionOptions struct {
+	IgnoreChecksums  bool
+	Progress         func(Progress)
+	ProgressInterval time.Duration
+	Logf             func(format string, args ...any)
+}
+
+// RestorePartition restores planned partition n of the disk f from src,
+// the partition's image as stored (its pieces in order): every piece is
+// checked against dN.sha256 when the folder has one, and the image header
+// against the partition before its first block is written.
+func (p *Plan) RestorePartition(ctx context.Context, f *os.File, n int, src io.Reader, opts PartitionOptions) (*Result, error) {
+	pp, ok := p.Partition(n)
+	if !ok {
+		return nil, fmt.Errorf("the table has no partition %d", n)
+	}
+	if pp.Image == nil {
+		return nil, fmt.Errorf("partition %d has no image", n)
+	}
+	return RestorePartition(ctx, src, NewTarget(f, pp.Offset, pp.Size), Options{
+		Partition:        n,
+		IgnoreChecksums:  opts.IgnoreChecksums,
+		Verify:           p.Image.Segments(pp.Image),
+		InputSize:        pp.Image.Size(),
+		Check:            func(h *partclone.Header) error { return p.CheckHeader(n, h) },
+		Progress:         opts.Progress,
+		ProgressInterval: opts.ProgressInterval,
+		Logf:             opts.Logf,
+	})
 }
 
 // DiskOptions tune RestoreDisk.
@@ -268,15 +324,9 @@ func RestoreDisk(ctx context.Context, di *DiskImage, f *os.File, g ptable.Geomet
 			}
 			continue
 		}
-		t, _ := plan.Target(f, pp.Number)
-		n := pp.Number
 		r := pp.Image.Open(ctx, di.Folder)
-		_, err := RestorePartition(ctx, r, t, Options{
-			Partition:       n,
+		_, err := plan.RestorePartition(ctx, f, pp.Number, r, PartitionOptions{
 			IgnoreChecksums: opts.IgnoreChecksums,
-			Verify:          di.Segments(pp.Image),
-			InputSize:       pp.Image.Size(),
-			Check:           func(h *partclone.Header) error { return plan.CheckHeader(n, h) },
 			Progress:        opts.Progress,
 			Logf:            opts.Logf,
 		})
@@ -286,4 +336,41 @@ func RestoreDisk(ctx context.Context, di *DiskImage, f *os.File, g ptable.Geomet
 		}
 	}
 	return nil
+}
+
+// OpenImage opens the image folder at location (a local directory or an
+// http(s) URL) and reads disk disk's metadata (LoadDiskImage).
+func OpenImage(ctx context.Context, location string, disk int) (*DiskImage, error) {
+	f, err := imagedir.Open(location)
+	if err != nil {
+		return nil, fmt.Errorf("image folder %q: %w", location, err)
+	}
+	return LoadDiskImage(ctx, f, disk)
+}
+
+// OpenDisk opens a whole-disk target for writing — a block device
+// exclusively (a mounted or otherwise used disk is refused) or an existing
+// image file — and reads its geometry. sectorSize, when not 0, is the
+// logical sector size of an image file (default 512).
+func OpenDisk(path string, sectorSize int64) (*os.File, ptable.Geometry, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, ptable.Geometry{}, fmt.Errorf("disk %s: %w", path, err)
+	}
+	flags := os.O_RDWR
+	if st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0 {
+		flags |= os.O_EXCL
+	} else if !st.Mode().IsRegular() {
+		return nil, ptable.Geometry{}, fmt.Errorf("%s is neither a block device nor a regular file", path)
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return nil, ptable.Geometry{}, fmt.Errorf("opening disk %s (is it mounted or in use?): %w", path, err)
+	}
+	g, err := ptable.ReadGeometry(f, sectorSize)
+	if err != nil {
+		f.Close()
+		return nil, ptable.Geometry{}, err
+	}
+	return f, g, nil
 }

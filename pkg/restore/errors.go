@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
 	"github.com/imgcast/imgcast/pkg/restore/decompress"
 	"github.com/imgcast/imgcast/pkg/restore/partclone"
 	"github.com/imgcast/imgcast/pkg/restore/ptable"
@@ -50,7 +51,7 @@ type ImageFitError struct {
 
 func (e *ImageFitError) Error() string {
 	return fmt.Sprintf("the image is of a %s (%d-byte) device but %s has only %s (%d bytes)",
-		ptable.HumanBytes(e.DeviceSize), e.DeviceSize, e.Target, ptable.HumanBytes(e.Room), e.Room)
+		bytesize.Format(e.DeviceSize), e.DeviceSize, e.Target, bytesize.Format(e.Room), e.Room)
 }
 
 // Is makes errors.Is(err, ErrDoesNotFit) true.

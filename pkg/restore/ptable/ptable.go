@@ -22,6 +22,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
 )
 
@@ -58,25 +59,11 @@ type FitError struct {
 
 func (e *FitError) Error() string {
 	return fmt.Sprintf("partition %d ends at %s but the disk holds %s: this image needs a disk of at least %s (%d bytes)",
-		e.Partition, HumanBytes(e.End), HumanBytes(e.Have), HumanBytes(e.Need), e.Need)
+		e.Partition, bytesize.Format(e.End), bytesize.Format(e.Have), bytesize.Format(e.Need), e.Need)
 }
 
 // Is makes errors.Is(err, ErrDoesNotFit) true.
 func (e *FitError) Is(target error) bool { return target == ErrDoesNotFit }
-
-// HumanBytes formats a byte count with a binary unit.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 // gptEntrySectors is the size of the 128-entry GPT partition array.
 func gptEntrySectors(ss int64) uint64 { return uint64((128*128 + ss - 1) / ss) }

@@ -1,4 +1,4 @@
-package imaging
+package restore_test
 
 import (
 	"fmt"
@@ -12,10 +12,10 @@ import (
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
 )
 
-// verifyTable reads back what WriteTable wrote, for both labels and both
+// VerifyTable reads back what WriteTable wrote, for both labels and both
 // sector sizes (go-diskfs reads every MBR in 512-byte sectors), and notices
 // a table that differs from the plan.
-func TestVerifyTable(t *testing.T) {
+func TestPlanVerifyTable(t *testing.T) {
 	for _, tc := range []struct {
 		label      string
 		sectorSize int64
@@ -48,11 +48,11 @@ func TestVerifyTable(t *testing.T) {
 			if err := plan.WriteTable(f); err != nil {
 				t.Fatal(err)
 			}
-			if err := verifyTable(f, plan); err != nil {
+			if err := plan.VerifyTable(f); err != nil {
 				t.Fatalf("a table just written does not verify: %v", err)
 			}
 			plan.Partitions[1].Size += ss
-			if err := verifyTable(f, plan); err == nil || !strings.Contains(err.Error(), "partition 2 reads back") {
+			if err := plan.VerifyTable(f); err == nil || !strings.Contains(err.Error(), "partition 2 reads back") {
 				t.Fatalf("a table differing from the plan verified: %v", err)
 			}
 		})
