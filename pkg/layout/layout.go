@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imgcast/imgcast/internal/natsort"
 	"github.com/imgcast/imgcast/pkg/fogmc"
 )
 
@@ -129,69 +130,8 @@ func PieceName(disk, part, piece int) string {
 func StreamID(name string) string { return fogmc.IDForFile(path.Base(name)) }
 
 // NaturalLess orders names the way PHP's natcasesort does for image
-// files: runs of digits compare by their value, everything else without
-// regard to case, so d1p2 < d1p10 < d2p1 and D1P3 sits between d1p2 and
-// d1p4. Names equal by that rule are ordered bytewise, so the order never
-// depends on the directory's.
-func NaturalLess(a, b string) bool {
-	if c := naturalCompare(a, b); c != 0 {
-		return c < 0
-	}
-	return a < b
-}
-
-func naturalCompare(a, b string) int {
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		ca, cb := a[i], b[j]
-		if isDigit(ca) && isDigit(cb) {
-			ei, ej := digitsEnd(a, i), digitsEnd(b, j)
-			na := strings.TrimLeft(a[i:ei], "0")
-			nb := strings.TrimLeft(b[j:ej], "0")
-			if len(na) != len(nb) {
-				return cmpInt(len(na), len(nb))
-			}
-			if c := strings.Compare(na, nb); c != 0 {
-				return c
-			}
-			i, j = ei, ej
-			continue
-		}
-		la, lb := lower(ca), lower(cb)
-		if la != lb {
-			return cmpInt(int(la), int(lb))
-		}
-		i++
-		j++
-	}
-	return cmpInt(len(a)-i, len(b)-j)
-}
-
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
-func digitsEnd(s string, i int) int {
-	for i < len(s) && isDigit(s[i]) {
-		i++
-	}
-	return i
-}
-
-func lower(c byte) byte {
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+// files (natsort.Less): d1p2 < d1p10 < d2p1, case aside.
+func NaturalLess(a, b string) bool { return natsort.Less(a, b) }
 
 // sizeOf sums sizes; -1 if any is unknown.
 func sizeOf(files []File) int64 {

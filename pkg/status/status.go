@@ -61,6 +61,9 @@ type Report struct {
 	Error      string  `json:"error,omitempty"`
 	// Inventory is sent with the ready report.
 	Inventory *inventory.Machine `json:"inventory,omitempty"`
+	// Disk is the disk being imaged (model, size, serial), from the ready
+	// report on.
+	Disk *inventory.Disk `json:"disk,omitempty"`
 	// Seq counts the reports of one client run from 1; Time is when the
 	// client made this report. The Reporter fills both.
 	Seq  uint64    `json:"seq"`

@@ -1,0 +1,208 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/imgcast/imgcast/internal/bytesize"
+)
+
+// DefaultSettle is how long the list of disks must stay the same before
+// WaitDisk chooses one.
+const DefaultSettle = time.Second
+
+// DiskWait waits for the disk to write to appear, as storage drivers load
+// and probe after boot. Its zero value (with Root set) looks once.
+type DiskWait struct {
+	// Root is the root of the tree sysfs is read from ("/" on a machine).
+	Root string
+	// Named is the disk the operator named (imgcast.disk=/dev/sda); empty
+	// lets ChooseDisk choose.
+	Named string
+	// Timeout bounds the whole wait (imgcast.disktimeout).
+	Timeout time.Duration
+	// Settle is how long the disks present must stay unchanged (no disk
+	// appearing, none changing size) before a choice is made; 0 means
+	// DefaultSettle. A named disk is taken as soon as it is there.
+	Settle time.Duration
+	// Changed returns a channel closed at the next device event
+	// (kmod.Drivers.Changed); the wait looks again then instead of
+	// polling. Nil: no events, the settle window and timeout still run.
+	Changed func() <-chan struct{}
+	// Loaded is closed once the modules for the devices present at boot
+	// are loaded (kmod.Drivers.Settled); nil when nothing is loading.
+	Loaded <-chan struct{}
+}
+
+// WaitDisk returns the disk to write for an image of minSize bytes.
+//
+// A named disk is waited for until it exists, then its size is checked.
+// Otherwise the choice is made only once the storage drivers are done:
+// driver loading for the devices present has finished (Loaded), every
+// NVMe controller is live with its namespaces listed, and the disks
+// present have not changed for the settle window; then ChooseDisk's rule
+// picks among them. Every wait ends at Timeout with a *DiskError listing
+// the disks there are and why each was passed over; a disk that suits
+// when the time is up is still taken.
+func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
+	start := time.Now()
+	settle := w.Settle
+	if settle <= 0 {
+		settle = DefaultSettle
+	}
+	deadline := time.NewTimer(w.Timeout)
+	defer deadline.Stop()
+	loaded := w.Loaded
+	var last string // the disks as last seen
+	lastChange := time.Now()
+	settleTimer := time.NewTimer(settle)
+	defer settleTimer.Stop()
+	for {
+		var wake <-chan struct{}
+		if w.Changed != nil {
+			wake = w.Changed() // before looking, so no event is missed
+		}
+		disks, _ := ReadDisks(w.Root)
+		if w.Named != "" {
+			if d, ok := named(disks, w.Named); ok {
+				if d.SizeBytes < minSize {
+					return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Disks: disks,
+						Err: fmt.Errorf("disk %s has %s, the image needs %s", w.Named, bytesize.Format(d.SizeBytes), bytesize.Format(minSize))}
+				}
+				return d, nil
+			}
+		} else {
+			if seen := disksKey(disks); seen != last {
+				last, lastChange = seen, time.Now()
+				settleTimer.Reset(settle)
+			}
+			loadedDone := loaded == nil || isClosed(loaded)
+			if loadedDone && loaded != nil {
+				// The settle window runs from the end of loading: the
+				// last driver may still be probing its disks.
+				loaded, lastChange = nil, time.Now()
+				settleTimer.Reset(settle)
+			}
+			if loadedDone && time.Since(lastChange) >= settle && nvmeSettled(w.Root) {
+				if d, err := ChooseDisk(disks, minSize); err == nil {
+					return d, nil
+				}
+			}
+		}
+		select {
+		case <-wake:
+		case <-loaded:
+		case <-settleTimer.C:
+		case <-deadline.C:
+			disks, _ = ReadDisks(w.Root)
+			if d, ok := named(disks, w.Named); ok && d.SizeBytes >= minSize {
+				return d, nil // appeared without an event
+			}
+			if w.Named == "" {
+				if d, err := ChooseDisk(disks, minSize); err == nil {
+					return d, nil
+				}
+			}
+			return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Waited: time.Since(start), Disks: disks}
+		case <-ctx.Done():
+			return Disk{}, ctx.Err()
+		}
+	}
+}
+
+func named(disks []Disk, path string) (Disk, bool) {
+	if resolved, err := filepath.EvalSymlinks(path); err == nil && strings.HasPrefix(resolved, "/dev/") {
+		path = resolved // /dev/disk/by-id/… names
+	}
+	for _, d := range disks {
+		if d.Path == path {
+			return d, true
+		}
+	}
+	return Disk{}, false
+}
+
+func disksKey(disks []Disk) string {
+	var b strings.Builder
+	for _, d := range disks {
+		fmt.Fprintf(&b, "%s:%d ", d.Name, d.SizeBytes)
+	}
+	return b.String()
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// nvmeSettled reports whether every NVMe controller has finished probing:
+// its state is "live" and its namespaces are listed (an NVMe driver loads
+// at once, then resets and identifies the controller in the background,
+// so its disks appear a while after the module loaded). A controller that
+// has failed ("dead", "deleting") is not waited for.
+func nvmeSettled(root string) bool {
+	ctrls, _ := filepath.Glob(filepath.Join(root, "sys/class/nvme/nvme*"))
+	for _, c := range ctrls {
+		state := readString(c, "state")
+		switch state {
+		case "live":
+			if ns, _ := filepath.Glob(filepath.Join(c, filepath.Base(c)+"n*")); len(ns) == 0 {
+				if ns, _ := filepath.Glob(filepath.Join(c, "nvme*c*n*")); len(ns) == 0 {
+					return false // live, namespaces not scanned yet
+				}
+			}
+		case "dead", "deleting", "deleting (no IO)":
+		default: // new, resetting, connecting
+			return false
+		}
+	}
+	return true
+}
+
+// DiskError says no disk fits, listing the disks there are and why each
+// was passed over.
+type DiskError struct {
+	Named   string
+	MinSize uint64
+	Waited  time.Duration
+	Disks   []Disk
+	Err     error
+}
+
+func (e *DiskError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	case e.Named != "":
+		fmt.Fprintf(&b, "disk %s not found after %s", e.Named, e.Waited.Round(time.Millisecond))
+	default:
+		fmt.Fprintf(&b, "no disk of at least %s found after %s", bytesize.Format(e.MinSize), e.Waited.Round(time.Millisecond))
+	}
+	b.WriteString("\ndisks present:")
+	if len(e.Disks) == 0 {
+		b.WriteString(" none")
+	}
+	for _, d := range e.Disks {
+		b.WriteString("\n  " + d.String())
+		if why := d.Skip(e.MinSize); why != "" && e.Named == "" {
+			b.WriteString(": " + why)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause, if any.
+func (e *DiskError) Unwrap() error { return e.Err }
+
+// Hint says what to check.
+func (e *DiskError) Hint() string {
+	return "is the disk controller's driver in the image (dmesg, lsmod, pci -n)? name the disk with imgcast.disk=/dev/..., or wait longer with imgcast.disktimeout"
+}
