@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imgcast/imgcast/internal/recovered"
 )
 
 // Drivers loads the modules for the devices of the machine: first every
@@ -23,6 +25,9 @@ type Drivers struct {
 	Logf func(format string, args ...any)
 	// Debugf, if set, reports every load.
 	Debugf func(format string, args ...any)
+	// OnPanic, if set, gets a panic of one of the goroutines loading
+	// drivers, as an error, instead of the process crashing.
+	OnPanic func(error)
 
 	settled chan struct{}
 
@@ -50,13 +55,13 @@ func (d *Drivers) Start(ctx context.Context) {
 		d.Logf = func(string, ...any) {}
 	}
 	// Listen before the first scan so no device falls between the two.
-	events, err := listenUevents(ctx)
+	events, err := listenUevents(ctx, d.OnPanic)
 	if err != nil {
 		d.Logf("hotplug: %v (devices that appear later will not get drivers)", err)
 	}
-	go d.coldplug(ctx)
+	recovered.Go("driver loading (coldplug)", d.OnPanic, func() { d.coldplug(ctx) })
 	if events != nil {
-		go d.hotplug(ctx, events)
+		recovered.Go("driver loading (hotplug)", d.OnPanic, func() { d.hotplug(ctx, events) })
 	}
 }
 
@@ -111,11 +116,11 @@ func (d *Drivers) coldplug(ctx context.Context) {
 		if network {
 			netInflight++
 		}
-		go func() {
+		recovered.Go("loading "+m, d.OnPanic, func() {
 			t0 := time.Now()
 			err := d.Loader.Load(m)
 			results <- loadDone{m, err, network, time.Since(t0)}
-		}()
+		})
 	}
 	scan := func() {
 		for _, p := range d.newModules(readModaliases(d.Sysfs)) {
@@ -173,12 +178,12 @@ func (d *Drivers) hotplug(ctx context.Context, events <-chan uevent) {
 			continue
 		}
 		for _, p := range d.newModules([]string{ev.Modalias}) {
-			go func() {
+			recovered.Go("loading "+p.module, d.OnPanic, func() {
 				t0 := time.Now()
 				err := d.Loader.Load(p.module)
 				d.report(loadDone{p.module, err, p.network, time.Since(t0)})
 				d.signalChange()
-			}()
+			})
 		}
 	}
 }

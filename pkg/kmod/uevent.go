@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgcast/imgcast/internal/recovered"
 )
 
 // uevent is one kernel device event (the kobject uevent netlink message).
@@ -43,8 +45,8 @@ func parseUevent(b []byte) (ev uevent, ok bool) {
 }
 
 // listenUevents subscribes to kernel uevents; the channel closes when ctx
-// ends.
-func listenUevents(ctx context.Context) (<-chan uevent, error) {
+// ends. onPanic gets a panic of its goroutines (see recovered.Go).
+func listenUevents(ctx context.Context, onPanic func(error)) (<-chan uevent, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
 		return nil, fmt.Errorf("uevent socket: %w", err)
@@ -63,7 +65,7 @@ func listenUevents(ctx context.Context) (<-chan uevent, error) {
 		<-ctx.Done()
 		f.Close()
 	}()
-	go func() {
+	recovered.Go("uevent listener", onPanic, func() {
 		defer close(ch)
 		buf := make([]byte, 16<<10)
 		for {
@@ -82,6 +84,6 @@ func listenUevents(ctx context.Context) (<-chan uevent, error) {
 				}
 			}
 		}
-	}()
+	})
 	return ch, nil
 }

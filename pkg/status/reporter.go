@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/imgcast/imgcast/internal/recovered"
 )
 
 // Reporter sends a client's reports to the server in the background.
@@ -30,6 +32,7 @@ type Reporter struct {
 	attempts  int
 	timeout   time.Duration
 	logf      func(format string, args ...any)
+	onPanic   func(error)
 
 	mu       sync.Mutex
 	latest   Report
@@ -71,6 +74,10 @@ func WithFinalAttempts(n int) Option { return func(r *Reporter) { r.attempts = m
 // WithLogf sets where delivery problems are logged (default log.Printf).
 func WithLogf(f func(format string, args ...any)) Option { return func(r *Reporter) { r.logf = f } }
 
+// WithOnPanic hands a panic of the Reporter's goroutine to f as an error
+// instead of crashing the process (see recovered.Go).
+func WithOnPanic(f func(error)) Option { return func(r *Reporter) { r.onPanic = f } }
+
 // NewReporter starts a Reporter posting to url. An empty url gives a
 // Reporter that drops everything (reporting switched off).
 func NewReporter(url string, opts ...Option) *Reporter {
@@ -95,7 +102,7 @@ func NewReporter(url string, opts ...Option) *Reporter {
 		close(r.done)
 		return r
 	}
-	go r.run()
+	recovered.Go("status reporter", r.onPanic, r.run)
 	return r
 }
 
