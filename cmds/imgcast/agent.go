@@ -17,6 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgcast/imgcast/internal/recovered"
+	"github.com/imgcast/imgcast/pkg/imaging"
+	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/kmod"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
@@ -48,15 +51,22 @@ type agent struct {
 	initStart, netReady time.Duration
 	startLabel          string
 
-	netUp     func(context.Context, netup.Config) (*netup.Network, error)
-	runShell  func() error
-	powerDo   func(power.Action) error
-	uptime    func() time.Duration
-	keepLease bool
+	netUp    func(context.Context, netup.Config) (*netup.Network, error)
+	runShell func() error
+	powerDo  func(power.Action) error
+	uptime   func() time.Duration
+	// diskSource turns the agent's disk wait into the imaging job's disk
+	// source; receive receives a multicast stream (nil: pkg/receiver).
+	diskSource func(inventory.DiskWait) imaging.DiskSource
+	receive    imaging.ReceiveFunc
+	keepLease  bool
 
 	shellRunning atomic.Bool
 	cancelMu     sync.Mutex
-	cancelPhase  context.CancelFunc
+	cancelPhase  context.CancelCauseFunc
+	// bug is the first panic of a goroutine the agent started; it ends
+	// the running phase and goes down the failure path.
+	bug error
 }
 
 func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
@@ -66,6 +76,7 @@ func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
 		moduleRoot: "/lib/modules",
 		netUp:      netup.Up,
 		powerDo:    power.Do,
+		diskSource: func(w inventory.DiskWait) imaging.DiskSource { return w },
 		uptime:     uptime,
 		keepLease:  true,
 		startLabel: "init started",
@@ -144,6 +155,9 @@ func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 		Debugf:      a.debugf(),
 	})
 	done()
+	if bug := a.panicked(); bug != nil {
+		return a.fail(bug)
+	}
 	if a.netErr != nil {
 		return a.fail(fmt.Errorf("network: %w", a.netErr))
 	}
@@ -152,20 +166,45 @@ func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 	a.logf("network ready: %s %s in %s since %s (uptime %s)",
 		a.network.NIC.Name, l, seconds(a.netReady-a.initStart), a.startLabel, seconds(a.netReady))
 	if a.keepLease {
-		go a.network.KeepLease(ctx, a.logf)
+		recovered.Go("lease renewal", a.onPanic, func() { a.network.KeepLease(ctx, a.logf) })
 	}
 
-	job, ok := jobs[s.Mode]
-	if !ok {
-		return a.fail(fmt.Errorf("no job for mode %q", s.Mode))
+	if s.Mode == ModeDebug {
+		a.debugJob()
+		return a.after(s.After, nil)
 	}
 	jobCtx, done := a.phase(ctx)
-	err = job(jobCtx, a.env())
+	err = a.imageJob(jobCtx)
 	done()
+	if bug := a.panicked(); bug != nil {
+		err = bug
+	}
 	if err != nil {
 		return a.fail(fmt.Errorf("%s: %w", s.Mode, err))
 	}
 	return a.after(s.After, nil)
+}
+
+// onPanic takes the panic of a goroutine the agent started: it becomes
+// the error of the running phase, which it cancels.
+func (a *agent) onPanic(err error) {
+	a.cancelMu.Lock()
+	if a.bug == nil {
+		a.bug = err
+	}
+	cancel := a.cancelPhase
+	a.cancelMu.Unlock()
+	a.logf("%v", err)
+	if cancel != nil {
+		cancel(err)
+	}
+}
+
+// panicked returns the panic of a background goroutine, if one happened.
+func (a *agent) panicked() error {
+	a.cancelMu.Lock()
+	defer a.cancelMu.Unlock()
+	return a.bug
 }
 
 // startDrivers loads the modules of the running kernel for the devices
@@ -185,7 +224,7 @@ func (a *agent) startDrivers(ctx context.Context, cmdline string) *kmod.Drivers 
 	}
 	l := kmod.NewLoader(ix)
 	l.Params, l.Blacklist = kmod.OptionsFromCmdline(cmdline)
-	d := &kmod.Drivers{Loader: l, Sysfs: a.sysfs(), Logf: a.logf}
+	d := &kmod.Drivers{Loader: l, Sysfs: a.sysfs(), Logf: a.logf, OnPanic: a.onPanic}
 	d.Debugf = a.debugf()
 	d.Start(ctx)
 	return d
@@ -194,7 +233,7 @@ func (a *agent) startDrivers(ctx context.Context, cmdline string) *kmod.Drivers 
 // phase returns a context for a phase of work that Ctrl-C on the console
 // cancels, and the function that ends the phase.
 func (a *agent) phase(ctx context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	a.cancelMu.Lock()
 	a.cancelPhase = cancel
 	a.cancelMu.Unlock()
@@ -202,7 +241,7 @@ func (a *agent) phase(ctx context.Context) (context.Context, func()) {
 		a.cancelMu.Lock()
 		a.cancelPhase = nil
 		a.cancelMu.Unlock()
-		cancel()
+		cancel(nil)
 	}
 }
 
@@ -213,7 +252,7 @@ func (a *agent) phase(ctx context.Context) (context.Context, func()) {
 func (a *agent) handleInterrupts() (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT)
-	go func() {
+	recovered.Go("the Ctrl-C handler", a.onPanic, func() {
 		for range ch {
 			if a.shellRunning.Load() {
 				continue
@@ -224,10 +263,10 @@ func (a *agent) handleInterrupts() (stop func()) {
 			if cancel != nil {
 				fmt.Fprintln(a.stderr)
 				a.logf("interrupted (Ctrl-C)")
-				cancel()
+				cancel(errors.New("interrupted (Ctrl-C)"))
 			}
 		}
-	}()
+	})
 	return func() { signal.Stop(ch); close(ch) }
 }
 

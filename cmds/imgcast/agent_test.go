@@ -165,7 +165,7 @@ func TestAgentCtrlCInterruptsThePhase(t *testing.T) {
 	ta.cancelMu.Lock()
 	cancel := ta.cancelPhase
 	ta.cancelMu.Unlock()
-	cancel() // what the SIGINT handler does
+	cancel(errors.New("interrupted (Ctrl-C)")) // what the SIGINT handler does
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "interrupted") {

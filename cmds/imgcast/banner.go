@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/netup"
 )
 
@@ -19,11 +20,12 @@ type bannerInfo struct {
 	Since      string        // what Took counts from
 	Uptime     time.Duration
 	Interfaces []netup.Interface
-	Disks      []Disk
+	Disks      []inventory.Disk
 }
 
 func (a *agent) printBanner() {
-	info := bannerInfo{Settings: a.settings, Uptime: a.uptime(), Disks: listDisks(a.root)}
+	disks, _ := inventory.ReadDisks(a.root)
+	info := bannerInfo{Settings: a.settings, Uptime: a.uptime(), Disks: disks}
 	if a.network != nil {
 		info.Ready = true
 		info.NIC = a.network.NIC.Name
@@ -73,7 +75,7 @@ func writeBanner(w io.Writer, in bannerInfo) {
 	target := s.Disk
 	if target == "" {
 		target = "/dev/DISK"
-		if d, ok, _ := chooseDisk(in.Disks, "", 1); ok {
+		if d, err := inventory.ChooseDisk(in.Disks, 1); err == nil {
 			target = d.Path
 		}
 	}

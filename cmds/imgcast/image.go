@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/imaging"
+	"github.com/imgcast/imgcast/pkg/inventory"
 )
 
 // runImage is `imgcast image`: the agent's imaging job by hand, with flags
@@ -26,15 +28,19 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	mode := fs.String("mode", "multicast", "multicast (udpcast streams) or unicast (the files over HTTP)")
-	disk := fs.String("disk", "", "disk (or image file) to write; default: the first non-removable disk large enough")
-	portBase := fs.Int("portbase", 9000, "udpcast port base of the first partition; partition i uses +2*i")
+	disk := fs.String("disk", "", "disk (/dev/...) or image file to write; default: chosen by the rule of imgcast.disk's README entry")
+	diskTimeout := fs.Duration("disk-timeout", 10*time.Second, "how long to wait for a /dev disk to appear")
+	portBase := fs.Int("portbase", 9000, "udpcast port base of the first partition (when the server lists no session streams: partition i uses +2*i)")
 	iface := fs.String("interface", "", "NIC to receive on (default: as udp-receiver chooses)")
 	rdv := fs.String("rdv", "", "udpcast rendezvous address (the server, or a multicast group; default: broadcast)")
+	ttl := fs.Int("ttl", imaging.DefaultTTL, "TTL of multicast packets (1 without -rdv)")
 	fallback := fs.String("fallback", "none", "http: fetch over HTTP when no sender answers or the session cannot be joined")
-	startTimeout := fs.Duration("start-timeout", 10*time.Minute, "how long to wait for each partition's sender")
+	startTimeout := fs.Duration("start-timeout", 10*time.Minute, "how long to wait for the first partition's sender")
+	nextStartTimeout := fs.Duration("next-start-timeout", imaging.DefaultNextStartTimeout, "how long to wait for each later partition's sender")
 	receiveTimeout := fs.Duration("receive-timeout", 30*time.Second, "how long a sender may be silent mid-stream")
 	report := fs.String("report", "", "URL to POST status reports to (imgcast-server: http://SERVER:8080/api/status)")
 	session := fs.String("session", "", "URL of the session to check before joining (default: derived from -report)")
+	verbose := fs.Bool("v", false, "log details (the receiver's phases)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,15 +48,19 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("image: want exactly one IMAGE-URL|DIR")
 	}
-	c := imageConfig{
-		image: fs.Arg(0), disk: *disk, mode: imaging.Mode(*mode), portBase: *portBase, iface: *iface,
-		startTimeout: *startTimeout, receiveTimeout: *receiveTimeout,
-		reportURL: *report, sessionURL: *session, console: stdout,
-		logf: func(format string, a ...any) { fmt.Fprintf(stderr, "imgcast: "+format+"\n", a...) },
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "imgcast: "+format+"\n", a...) }
+	cfg := imaging.Config{
+		Image: fs.Arg(0), Transfer: imaging.Transfer(*mode), PortBase: *portBase, Interface: *iface, TTL: *ttl,
+		FirstStartTimeout: *startTimeout, NextStartTimeout: *nextStartTimeout, ReceiveTimeout: *receiveTimeout,
+		ReportURL: *report, SessionURL: *session, Console: stdout, ConsoleTTY: isTerminal(stdout), Logf: logf,
+		Disk: diskFlag(*disk, *diskTimeout),
+	}
+	if *verbose {
+		cfg.Debugf = logf
 	}
 	switch *fallback {
 	case "http":
-		c.fallbackHTTP = true
+		cfg.FallbackHTTP = true
 	case "none", "":
 	default:
 		return fmt.Errorf("image: -fallback %q is not http or none", *fallback)
@@ -60,12 +70,22 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err != nil || !a.Is4() {
 			return fmt.Errorf("image: -rdv %q is not an IPv4 address", *rdv)
 		}
-		c.rdv = a
+		cfg.Rendezvous = a
 	}
-	c.mac, c.ip = identity(*iface)
+	cfg.MAC, cfg.IP = identity(*iface)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	return runImaging(ctx, c)
+	return runImaging(ctx, cfg)
+}
+
+// diskFlag is -disk's disk source: a /dev disk is waited for and its size
+// checked, like imgcast.disk; another path is an image file used as it
+// is; none is the agent's choice rule.
+func diskFlag(path string, timeout time.Duration) imaging.DiskSource {
+	if path != "" && !strings.HasPrefix(path, "/dev/") {
+		return imaging.DiskPath(path)
+	}
+	return inventory.DiskWait{Root: "/", Named: path, Timeout: timeout}
 }
 
 // identity is the MAC and IPv4 address reports name this machine by: those

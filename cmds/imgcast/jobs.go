@@ -2,75 +2,160 @@ package main
 
 import (
 	"context"
-	"io"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
 	"time"
 
-	"github.com/imgcast/imgcast/pkg/netup"
+	"golang.org/x/term"
+
+	"github.com/imgcast/imgcast/pkg/imaging"
+	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/receiver"
+	"github.com/imgcast/imgcast/pkg/restore"
+	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// Job is the work of one imgcast.mode, run once the network is up. It
-// returns nil when the machine is done, and the agent then does
-// imgcast.after. An error goes down the agent's failure path, which prints
-// it with its Hint() if it has one (see Hinter): return errors that say
-// what went wrong and what to check, and never leave a disk half-written
-// without saying so.
-type Job func(ctx context.Context, env *Env) error
+// The agent's job, once the network is up, is the imaging job of
+// pkg/imaging (imgcast.mode=multicast or unicast) or the debug shell
+// (imgcast.mode=debug). The imaging job gets everything through one
+// imaging.Config, built here from the settings.
 
-// jobs maps each mode to its job.
-var jobs = map[Mode]Job{
-	ModeDebug:     debugJob,
-	ModeMulticast: multicastJob,
-	ModeUnicast:   unicastJob,
-}
-
-// Env is what a job gets from the agent.
-type Env struct {
-	Settings *Settings
-	// Network is the NIC that reaches the server and its lease (renewed
-	// in the background while the job runs).
-	Network *netup.Network
-	// Stdin, Stdout and Stderr are the console.
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	// Logf prints a progress line on the console with the guest clock.
-	Logf func(format string, args ...any)
-
-	agent *agent
-}
-
-func (a *agent) env() *Env {
-	return &Env{
-		Settings: a.settings,
-		Network:  a.network,
-		Stdin:    a.stdin, Stdout: a.stdout, Stderr: a.stderr,
-		Logf:  a.logf,
-		agent: a,
+// imagingConfig is the imaging job the settings describe, on the network
+// the agent brought up.
+func (a *agent) imagingConfig() imaging.Config {
+	s := a.settings
+	cfg := imaging.Config{
+		Image:             s.Image,
+		Transfer:          imaging.Transfer(s.Mode),
+		FallbackHTTP:      s.Fallback == "http",
+		Disk:              a.diskSource(a.diskWait()),
+		PortBase:          s.PortBase,
+		Interface:         a.network.NIC.Name,
+		Rendezvous:        rendezvous(s),
+		TTL:               s.TTL,
+		FirstStartTimeout: s.StartTimeout,
+		NextStartTimeout:  s.NextStartTimeout,
+		ReceiveTimeout:    s.ReceiveTimeout,
+		Receive:           a.receive,
+		ReportURL:         s.Report,
+		SessionURL:        s.Session,
+		MAC:               a.network.NIC.MAC.String(),
+		Console:           a.stdout,
+		ConsoleTTY:        isTerminal(a.stdout),
+		Logf:              a.logf,
+		Debugf:            a.debugf(),
+		SysRoot:           a.root,
 	}
+	if l := a.network.Lease(); l != nil && l.Address != nil {
+		cfg.IP = l.Address.IP.String()
+	}
+	if cfg.ReportURL == "" && s.Server != nil {
+		cfg.ReportURL = fmt.Sprintf("http://%s/api/status", net.JoinHostPort(s.Server.String(), "8080"))
+	}
+	return cfg
 }
 
-// Disk waits (up to imgcast.disktimeout, woken by device events) for the
-// disk to write: imgcast.disk, or the first non-removable, non-USB disk of
-// at least minSize bytes. The error is a *DiskError listing the disks.
-func (e *Env) Disk(ctx context.Context, minSize uint64) (Disk, error) {
-	a := e.agent
-	var changed func() <-chan struct{}
+// diskWait is how the agent waits for its disk: imgcast.disk or the
+// choice rule, woken by the device events of driver loading, up to
+// imgcast.disktimeout.
+func (a *agent) diskWait() inventory.DiskWait {
+	w := inventory.DiskWait{Root: a.root, Named: a.settings.Disk, Timeout: a.settings.DiskTimeout}
 	if a.drivers != nil {
-		changed = a.drivers.Changed
+		w.Changed = a.drivers.Changed
+		w.Loaded = a.drivers.Settled()
 	}
-	return waitForDisk(ctx, a.root, e.Settings.Disk, minSize, e.Settings.DiskTimeout, changed)
+	return w
 }
 
-// Uptime is the guest clock: time since the kernel started.
-func (e *Env) Uptime() time.Duration { return e.agent.uptime() }
+// imageJob runs the imaging job of imgcast.mode.
+func (a *agent) imageJob(ctx context.Context) error {
+	if a.settings.Image == "" {
+		return hintError{errors.New("no image folder given"),
+			"set imgcast.image=http://SERVER:PORT/images/NAME/ in the boot script (imgcast-server's boot.ipxe does)"}
+	}
+	return runImaging(ctx, a.imagingConfig())
+}
+
+// runImaging runs one imaging job and says what it did.
+func runImaging(ctx context.Context, cfg imaging.Config) error {
+	res, err := imaging.Run(ctx, cfg)
+	if err != nil {
+		return withHint(err)
+	}
+	for _, p := range res.Partitions {
+		cfg.Logf("partition %d (%s, %s): %d bytes received in %s, wire %.1f MB/s, disk %.1f MB/s",
+			p.Partition, p.File, p.Transfer, p.Received, p.Elapsed.Round(time.Millisecond), p.WireRate()/1e6, p.DiskRate()/1e6)
+	}
+	cfg.Logf("image written to %s in %s (%s)", res.Disk, res.Elapsed.Round(time.Millisecond), res.Transfer)
+	return nil
+}
 
 // debugJob prints the banner and gives the shell. When the shell exits
 // the agent does imgcast.after (reboot unless it says poweroff).
-func debugJob(ctx context.Context, env *Env) error {
-	a := env.agent
+func (a *agent) debugJob() {
 	a.printBanner()
 	a.startShell("imgcast.mode=debug")
-	if env.Settings.After == AfterShell {
-		env.Settings.After = AfterReboot // the shell has been had
+	if a.settings.After == AfterShell {
+		a.settings.After = AfterReboot // the shell has been had
 	}
-	return nil
+}
+
+// rendezvous is where the udpcast handshake goes: imgcast.rdv, else the
+// server (a unicast rendezvous works across routers and in both start
+// orders, because udp-sender also listens for it on its own address).
+func rendezvous(s *Settings) netip.Addr {
+	ip := s.Rendezvous
+	if ip == nil {
+		ip = s.Server
+	}
+	if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+		return a
+	}
+	return netip.Addr{}
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// hintError is an error with what the operator should check.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e hintError) Error() string { return e.err.Error() }
+func (e hintError) Unwrap() error { return e.err }
+func (e hintError) Hint() string  { return e.hint }
+
+// withHint adds what to check to an imaging error, by its kind.
+func withHint(err error) error {
+	var hinter Hinter
+	if errors.As(err, &hinter) {
+		return err
+	}
+	var hint string
+	switch {
+	case errors.Is(err, imaging.ErrNoSender):
+		hint = "is imgcast-server (udp-sender) running for this image, on this network? imgcast.portbase must match its --portbase; imgcast.fallback=http or imgcast.mode=unicast fetch the image over HTTP instead"
+	case errors.Is(err, status.ErrNotJoinable):
+		hint = "the server's status page (/) shows the session; every machine must boot before the first partition starts"
+	case errors.Is(err, receiver.ErrReceiveTimeout):
+		hint = "the sender stopped in the middle of a stream: see the server's log (was udp-sender stopped, or did it drop this machine?)"
+	case errors.Is(err, receiver.ErrDropped):
+		hint = "this machine fell behind the others: check its link speed and duplex; the server can limit the rate (--max-bitrate) or drop slow clients sooner"
+	case errors.Is(err, restore.ErrDigest), errors.Is(err, restore.ErrChecksum), errors.Is(err, restore.ErrCorrupt):
+		hint = "the image does not match its checksums: the image files on the server are damaged or were changed after capture (d1.sha256)"
+	case errors.Is(err, restore.ErrDoesNotFit), errors.Is(err, restore.ErrSectorSize):
+		hint = "this disk cannot hold the image's partitions: choose another disk with imgcast.disk, or use an image made for this disk"
+	case errors.Is(err, restore.ErrTruncated):
+		hint = "the stream ended early: see the server's log; the disk is only partly written and will not boot"
+	default:
+		hint = "the server's log and status page (/) show its side; imgcast.mode=debug gives a shell to investigate"
+	}
+	return hintError{err, hint}
 }

@@ -52,10 +52,14 @@ type Settings struct {
 	Fallback string
 	// Rendezvous is where the udpcast handshake goes (default: Server).
 	Rendezvous net.IP
-	// StartTimeout bounds the wait for each partition's sender;
-	// ReceiveTimeout the silence of a sender mid-stream.
-	StartTimeout   time.Duration
-	ReceiveTimeout time.Duration
+	// StartTimeout bounds the wait for the first partition's sender,
+	// NextStartTimeout for each later one; ReceiveTimeout the silence of
+	// a sender mid-stream.
+	StartTimeout     time.Duration
+	NextStartTimeout time.Duration
+	ReceiveTimeout   time.Duration
+	// TTL of the receiver's multicast packets.
+	TTL int
 
 	LinkTimeout time.Duration
 	DHCPTimeout time.Duration
@@ -99,7 +103,7 @@ var settingKeys = []settingKey{
 			s.PortBase = p
 			return nil
 		}},
-	{"imgcast.disk", "DEVICE", "", "the disk to write, e.g. /dev/nvme0n1; default: the first (by name) non-removable, non-USB disk large enough for the image",
+	{"imgcast.disk", "DEVICE", "", "the disk to write, e.g. /dev/nvme0n1 (waited for up to imgcast.disktimeout, then its size is checked); default: chosen once the storage drivers have found their disks — among the non-removable, non-USB disks large enough for the image, NVMe first, then SATA/SAS/SCSI (sd*), then virtio (vd*), then the rest, each in kernel name order",
 		func(s *Settings, v string) error {
 			if !strings.HasPrefix(v, "/dev/") {
 				return fmt.Errorf("%q is not a /dev path", v)
@@ -155,19 +159,30 @@ var settingKeys = []settingKey{
 			s.Rendezvous = ip.To4()
 			return nil
 		}},
-	{"imgcast.starttimeout", "DURATION", "10m", "how long to wait for each partition's sender to start (the server waits for all its clients first); then fail, or fall back with imgcast.fallback=http",
+	{"imgcast.starttimeout", "DURATION", "10m", "how long to wait for the first partition's sender to start (the server waits for all its clients first); then fail, or fall back with imgcast.fallback=http",
 		durationSetter(func(s *Settings) *time.Duration { return &s.StartTimeout })},
+	{"imgcast.nextstarttimeout", "DURATION", "60s", "how long to wait for each later partition's sender (it starts as soon as the previous partition has ended, so a longer wait means the session broke)",
+		durationSetter(func(s *Settings) *time.Duration { return &s.NextStartTimeout })},
+	{"imgcast.ttl", "N", "32", "TTL of the client's multicast packets, as FOG runs udpcast (--ttl 32); 1 when neither imgcast.rdv nor imgcast.server is set",
+		func(s *Settings, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 255 {
+				return fmt.Errorf("%q is not a TTL (1..255)", v)
+			}
+			s.TTL = n
+			return nil
+		}},
 	{"imgcast.receivetimeout", "DURATION", "30s", "how long a sender may stay silent in the middle of a stream before the partition fails",
 		durationSetter(func(s *Settings) *time.Duration { return &s.ReceiveTimeout })},
 	{"imgcast.linktimeout", "DURATION", "15s", "how long to wait for NICs to appear and get carrier, all in parallel",
 		durationSetter(func(s *Settings) *time.Duration { return &s.LinkTimeout })},
 	{"imgcast.dhcptimeout", "DURATION", "30s", "how long to try DHCP on each NIC with carrier (spanning tree on a switch port without portfast takes ~30 s)",
 		durationSetter(func(s *Settings) *time.Duration { return &s.DHCPTimeout })},
-	{"imgcast.disktimeout", "DURATION", "10s", "how long to wait for the disk to appear (SATA and USB disks show up after their driver loads)",
+	{"imgcast.disktimeout", "DURATION", "10s", "how long to wait for the disk: for imgcast.disk to appear, or for the storage drivers to finish finding disks (SATA and NVMe disks show up a while after their driver loads)",
 		durationSetter(func(s *Settings) *time.Duration { return &s.DiskTimeout })},
 	{"imgcast.failwait", "DURATION", "60s", "after a failure, how long the error stays on screen (Enter gives a shell) before imgcast.after",
 		durationSetter(func(s *Settings) *time.Duration { return &s.FailWait })},
-	{"imgcast.verbose", "0|1", "0", "1 logs every driver load and every DHCP exchange on the console",
+	{"imgcast.verbose", "0|1", "0", "1 logs every driver load, every DHCP exchange and the multicast receiver's phases on the console (its connection and warnings are always shown)",
 		func(s *Settings, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {

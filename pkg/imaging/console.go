@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/restore"
-	"github.com/imgcast/imgcast/pkg/restore/ptable"
 )
 
 // progressBar draws one partition's progress on the console: redrawn in
@@ -59,9 +59,9 @@ func formatProgress(label string, done, total int64, wire, disk float64, eta tim
 		frac := min(1, float64(done)/float64(total))
 		fill := int(frac * barWidth)
 		fmt.Fprintf(&sb, " [%s%s] %3.0f%%  %s/%s", strings.Repeat("#", fill), strings.Repeat(".", barWidth-fill),
-			100*frac, human(done), human(total))
+			100*frac, bytesize.Format(done), bytesize.Format(total))
 	} else {
-		fmt.Fprintf(&sb, " %s", human(done))
+		fmt.Fprintf(&sb, " %s", bytesize.Format(done))
 	}
 	fmt.Fprintf(&sb, "  wire %5.1f MB/s  disk %5.1f MB/s", wire/1e6, disk/1e6)
 	if eta > 0 {
@@ -71,15 +71,8 @@ func formatProgress(label string, done, total int64, wire, disk float64, eta tim
 	return sb.String()
 }
 
-func human(n int64) string {
-	if n < 0 {
-		n = 0
-	}
-	return inventory.HumanBytes(uint64(n))
-}
-
 // printSummary tells the operator what is about to happen.
-func (j *Job) printSummary(di *restore.DiskImage, images []restore.PlannedPartition, disk string, g ptable.Geometry) {
+func (j *job) printSummary(di *restore.DiskImage, images []restore.PlannedPartition, disk inventory.Disk, size, sectorSize int64) {
 	var total int64
 	names := make([]string, 0, len(images))
 	for _, pp := range images {
@@ -87,9 +80,16 @@ func (j *Job) printSummary(di *restore.DiskImage, images []restore.PlannedPartit
 		names = append(names, pp.Image.Name)
 	}
 	j.printf("Image: %s table, %d partitions, %d with images (%s, %s)\n", di.Dump.Label, len(di.Dump.Partitions),
-		len(images), strings.Join(names, " "), human(total))
+		len(images), strings.Join(names, " "), bytesize.Format(total))
 	if di.Sums != nil {
 		j.printf("Image: every piece is checked against d1.sha256\n")
 	}
-	j.printf("Disk:  %s, %s, %d-byte sectors — everything on it will be overwritten\n", disk, human(g.Size), g.LogicalSectorSize)
+	j.printf("Disk:  %s, %d-byte sectors — everything on it will be overwritten\n", diskLine(disk, size), sectorSize)
+}
+
+// diskLine names the disk with its model and serial, and the size as
+// opened (an image file's inventory knows no more than its path).
+func diskLine(d inventory.Disk, size int64) string {
+	d.SizeBytes = uint64(max(size, 0))
+	return d.String()
 }

@@ -1,13 +1,15 @@
 // Package imaging runs one imaging job on a booted client: it reads an
-// image folder's metadata, chooses and checks the disk, reports ready,
-// writes the partition table, then receives each partition image — by
-// UDPcast multicast or over HTTP — straight into restore, verifies what it
-// wrote, and reports done or failed.
+// image folder's metadata, waits for and chooses the disk, checks the
+// image against it, reports ready, writes the partition table, then
+// receives each partition image — by UDPcast multicast or over HTTP —
+// straight into restore, verifies what it wrote, and reports done or
+// failed. Everything the job needs comes in one Config.
 //
 // Nothing is written to the disk before every check that can be made up
 // front has passed (the table fits the disk, sector sizes match, the
-// multicast session can still be joined), and each partition image's header
-// is checked against its partition before its first block is written.
+// multicast session can still be joined and sends every partition), and
+// each partition image's header is checked against its partition before
+// its first block is written.
 package imaging
 
 import (
@@ -16,84 +18,122 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
+	"github.com/imgcast/imgcast/internal/recovered"
 	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/restore"
-	"github.com/imgcast/imgcast/pkg/restore/imagedir"
-	"github.com/imgcast/imgcast/pkg/restore/ptable"
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// Mode is how partition images reach the client.
-type Mode string
+// Transfer is how partition images reach the client.
+type Transfer string
 
-// The transfer modes.
+// The transfers.
 const (
-	Multicast Mode = "multicast" // UDPcast streams from udp-sender
-	Unicast   Mode = "unicast"   // the image files over HTTP
+	Multicast Transfer = "multicast" // UDPcast streams from udp-sender
+	Unicast   Transfer = "unicast"   // the image files over HTTP
 )
 
-// ErrNoSender is wrapped by a Receiver's error when no sender answered
-// within its start timeout and nothing was written.
+// Defaults for zero Config fields.
+const (
+	// DefaultNextStartTimeout bounds the wait for the sender of every
+	// stream after the first: it starts as soon as the previous stream
+	// ended, so a long wait means the session broke.
+	DefaultNextStartTimeout = time.Minute
+	// DefaultTTL is the TTL of the receiver's multicast packets, as FOG
+	// runs udp-sender and udp-receiver (--ttl 32).
+	DefaultTTL = 32
+	// reportFlushTimeout bounds how long the final report may hold up the
+	// end of the job when the server is unreachable.
+	reportFlushTimeout = 10 * time.Second
+)
+
+// ErrNoSender is wrapped by the error of a multicast stream no sender
+// answered for (within its start timeout); nothing was written.
 var ErrNoSender = errors.New("no sender answered")
 
-// Stream names one partition's multicast stream.
-type Stream struct {
-	Index     int    // the i-th partition that has an image, from 0
-	Partition int    // its partition number
-	PortBase  int    // the UDPcast port base: Job.PortBase + 2*Index
-	File      string // the image's name, e.g. d1p2.img
+// DiskSource gives the disk to write for an image that needs minSize
+// bytes: it waits until the disk has appeared and chooses it
+// (inventory.DiskWait), or names a fixed device or image file (DiskPath).
+type DiskSource interface {
+	WaitDisk(ctx context.Context, minSize uint64) (inventory.Disk, error)
 }
 
-// Receiver receives one multicast stream into w and returns when the
-// stream has ended. An error must wrap ErrNoSender when no sender answered
-// and nothing was written to w.
-type Receiver interface {
-	Receive(ctx context.Context, s Stream, w io.Writer) error
+// DiskPath is a DiskSource that is always the same device or image file,
+// used as it is (imgcast image -disk FILE).
+type DiskPath string
+
+// WaitDisk implements DiskSource.
+func (p DiskPath) WaitDisk(context.Context, uint64) (inventory.Disk, error) {
+	st, err := os.Stat(string(p))
+	if err != nil {
+		return inventory.Disk{}, fmt.Errorf("disk %s: %w", p, err)
+	}
+	return inventory.Disk{Name: filepath.Base(string(p)), Path: string(p), SizeBytes: uint64(max(st.Size(), 0))}, nil
 }
+
+// ReceiveFunc receives one UDPcast stream into w (receiver.Receive).
+type ReceiveFunc func(ctx context.Context, cfg receiver.Config, w io.Writer) (receiver.Progress, error)
 
 // Reporter takes status updates; it must never block (status.Reporter).
 type Reporter interface {
 	Update(status.Report)
 }
 
-// Job is one imaging run. Folder, Mode and (for multicast) Receiver are
+// Config is one imaging job: everything from the kernel command line (the
+// agent) or from flags (imgcast image). Image, Transfer and Disk are
 // required; the zero value of everything else is a sensible default.
-type Job struct {
-	// Folder is the image folder (imgcast.image).
-	Folder imagedir.Folder
-	// Disk is the device (or image file) to write; empty: the first
-	// non-removable disk large enough for the image.
-	Disk string
-	// SysRoot is the root the inventory is read from ("/" when empty).
-	SysRoot string
-	// ChooseDisk, when set and Disk is empty, picks the disk for an image
-	// that needs need bytes (the agent waits for disks to appear). The
-	// default picks from the inventory at once.
-	ChooseDisk func(ctx context.Context, need uint64) (string, error)
-
-	Mode Mode
+type Config struct {
+	// Image is the image folder: an http(s) URL or a local directory.
+	Image    string
+	Transfer Transfer
 	// FallbackHTTP switches to unicast when no sender answers or the
 	// multicast session cannot be joined any more (imgcast.fallback=http).
 	FallbackHTTP bool
-	Receiver     Receiver
-	// PortBase is the first stream's port base; stream i uses +2*i.
+	// Disk gives the disk to write.
+	Disk DiskSource
+
+	// PortBase is the first stream's UDPcast port base; the streams'
+	// ports come from the server's session when it lists them, else from
+	// imgcast-server's layout (package layout).
 	PortBase int
+	// Interface is the NIC to receive on; empty lets the receiver choose.
+	Interface string
+	// Rendezvous is where the UDPcast handshake goes (the server, or a
+	// multicast group); invalid means the interface's broadcast address.
+	Rendezvous netip.Addr
+	// TTL of the receiver's multicast packets (0: DefaultTTL). Without a
+	// Rendezvous it is 1: udpcast moves the handshake from the broadcast
+	// address to 224.0.0.1 for any other TTL.
+	TTL int
+	// FirstStartTimeout bounds the wait for the first stream's sender (the
+	// server waits for all its clients first); NextStartTimeout for every
+	// later one (0: DefaultNextStartTimeout); ReceiveTimeout a sender's
+	// silence mid-stream. 0 waits forever.
+	FirstStartTimeout, NextStartTimeout, ReceiveTimeout time.Duration
 	// RequireStreamHeader refuses multicast streams that do not begin with
 	// a FOGMC1 header naming their file. Without it a header is checked
 	// when present and streams without one are accepted.
 	RequireStreamHeader bool
-	// SessionURL, when set, is asked before the first stream whether the
-	// server's multicast session can still be joined.
-	SessionURL string
-	HTTPClient *http.Client
+	// Receive receives a stream (nil: receiver.Receive).
+	Receive ReceiveFunc
 
-	// Reporter gets the job's state; MAC, IP and Hostname identify the
-	// machine in the reports.
-	Reporter          Reporter
+	// ReportURL is where status reports are POSTed; SessionURL the
+	// server's session, asked before the first stream (default: derived
+	// from ReportURL). Reporter, when set, takes the reports instead.
+	ReportURL, SessionURL string
+	Reporter              Reporter
+	HTTPClient            *http.Client
+	// MAC, IP and Hostname identify the machine in the reports.
 	MAC, IP, Hostname string
 
 	IgnoreChecksums bool
@@ -101,18 +141,21 @@ type Job struct {
 	// line per partition. ConsoleTTY redraws progress lines in place.
 	Console    io.Writer
 	ConsoleTTY bool
-	// Logf receives details (warnings, decisions); may be nil.
-	Logf func(format string, args ...any)
-
+	// Logf receives what is always worth a line on the console: decisions,
+	// warnings, the receiver's messages ("Connected as #1 to …"). Debugf,
+	// when set (imgcast.verbose=1), gets details too. Either may be nil.
+	Logf, Debugf func(format string, args ...any)
 	// ProgressInterval is how often progress is drawn and reported
 	// (default 1 s).
 	ProgressInterval time.Duration
+	// SysRoot is the root the inventory is read from ("/" when empty).
+	SysRoot string
 }
 
 // Result summarises a successful job.
 type Result struct {
-	Disk       string
-	Mode       Mode // the mode that delivered the data (after any fallback)
+	Disk       inventory.Disk
+	Transfer   Transfer // the transfer that delivered the data (after any fallback)
 	Partitions []PartitionResult
 	Elapsed    time.Duration
 }
@@ -124,10 +167,10 @@ type PartitionResult struct {
 	Received  int64 // bytes received (compressed, without a stream header)
 	Written   int64 // bytes written to the disk
 	Elapsed   time.Duration
-	Mode      Mode
+	Transfer  Transfer
 }
 
-// WireRate and DiskRate are the partition's average rates in bytes/s.
+// WireRate is the partition's average receive rate in bytes/s.
 func (p PartitionResult) WireRate() float64 { return rate(p.Received, p.Elapsed) }
 
 // DiskRate is the partition's average write rate in bytes/s.
@@ -140,21 +183,82 @@ func rate(n int64, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
+// job is one run of a Config.
+type job struct {
+	Config
+	reporter Reporter
+
+	mu       sync.Mutex
+	cancel   context.CancelCauseFunc
+	panicErr error // the first panic of a goroutine the job started
+}
+
 // Run runs the job. It reports failed (with the reason) or done before it
-// returns, and returns the same error it reported.
-func (j *Job) Run(ctx context.Context) (*Result, error) {
+// returns, flushes the reports, and returns the same error it reported. A
+// panic in the job, or in a goroutine it started, ends it as a failure.
+func Run(ctx context.Context, cfg Config) (res *Result, err error) {
+	j := &job{Config: cfg, reporter: cfg.Reporter}
+	if j.reporter == nil && cfg.ReportURL != "" {
+		rep := status.NewReporter(cfg.ReportURL, status.WithLogf(j.logf), status.WithOnPanic(j.onPanic))
+		j.reporter = rep
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), reportFlushTimeout)
+			defer cancel()
+			if err := rep.Close(ctx); err != nil {
+				j.logf("the final status report did not reach %s: %v", cfg.ReportURL, err)
+			}
+		}()
+	}
+	if j.SessionURL == "" && j.ReportURL != "" {
+		j.SessionURL, _ = status.SessionURL(j.ReportURL)
+	}
 	start := time.Now()
-	res, err := j.run(ctx)
+	res, err = j.runRecovering(ctx)
 	if err != nil {
 		j.report(status.Report{State: status.Failed, Error: err.Error()})
 		j.printf("\nIMAGING FAILED: %v\n", err)
 		return nil, err
 	}
 	res.Elapsed = time.Since(start)
-	j.report(status.Report{State: status.Done, Partitions: len(res.Partitions)})
+	j.report(status.Report{State: status.Done, Partitions: len(res.Partitions), Disk: &res.Disk})
 	j.printf("Imaging done in %s: %s written to %s.\n", res.Elapsed.Round(100*time.Millisecond),
-		inventory.HumanBytes(uint64(res.written())), res.Disk)
+		bytesize.Format(res.written()), res.Disk.Path)
 	return res, nil
+}
+
+// runRecovering runs the job with a panic on its own goroutine turned
+// into an error, and a panic on another of its goroutines cancelling it
+// and becoming its error.
+func (j *job) runRecovering(ctx context.Context) (res *Result, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	j.mu.Lock()
+	j.cancel = cancel
+	j.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, &recovered.PanicError{Where: "the imaging job", Value: r, Stack: debug.Stack()}
+		}
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.panicErr != nil {
+			res, err = nil, j.panicErr
+		}
+	}()
+	return j.run(ctx)
+}
+
+// onPanic takes the panic of a goroutine the job started.
+func (j *job) onPanic(err error) {
+	j.mu.Lock()
+	if j.panicErr == nil {
+		j.panicErr = err
+	}
+	cancel := j.cancel
+	j.mu.Unlock()
+	if cancel != nil {
+		cancel(err)
+	}
 }
 
 func (r *Result) written() int64 {
@@ -165,88 +269,91 @@ func (r *Result) written() int64 {
 	return n
 }
 
-func (j *Job) run(ctx context.Context) (*Result, error) {
-	if j.Folder == nil {
+func (j *job) run(ctx context.Context) (*Result, error) {
+	if j.Image == "" {
 		return nil, errors.New("no image folder given (imgcast.image)")
 	}
-	mode := j.Mode
-	switch mode {
-	case Multicast:
-		if j.Receiver == nil {
-			return nil, errors.New("multicast mode needs a receiver")
-		}
-	case Unicast:
+	if j.Disk == nil {
+		return nil, errors.New("no disk source given")
+	}
+	transfer := j.Transfer
+	switch transfer {
+	case Multicast, Unicast:
 	default:
-		return nil, fmt.Errorf("unknown mode %q (want multicast or unicast)", mode)
+		return nil, fmt.Errorf("unknown transfer %q (want multicast or unicast)", transfer)
 	}
 
-	j.printf("Reading image metadata from %s\n", j.Folder)
-	di, err := restore.LoadDiskImage(ctx, j.Folder, 1)
+	j.printf("Reading image metadata from %s\n", j.Image)
+	di, err := restore.OpenImage(ctx, j.Image, 1)
 	if err != nil {
 		return nil, fmt.Errorf("reading the image folder: %w", err)
 	}
 	if len(di.Images) == 0 {
-		return nil, fmt.Errorf("%s has no partition images (d1pN.img)", j.Folder)
+		return nil, fmt.Errorf("%s has no partition images (d1pN.img)", di.Folder)
 	}
 
 	machine, invErr := inventory.Read(j.sysRoot())
 	if invErr != nil {
 		j.logf("inventory incomplete: %v", invErr)
 	}
-	diskPath, err := j.chooseDisk(ctx, di, machine)
+	need := requiredBytes(di)
+	chosen, err := j.Disk.WaitDisk(ctx, need)
 	if err != nil {
 		return nil, err
 	}
-	disk, geom, err := openDisk(diskPath, di.Dump.SectorSize)
+	j.logf("disk: %s", chosen)
+	disk, geom, err := restore.OpenDisk(chosen.Path, int64(di.Dump.SectorSize))
 	if err != nil {
 		return nil, err
 	}
 	defer disk.Close()
 	plan, err := restore.NewPlan(di, geom)
 	if err != nil {
-		return nil, fmt.Errorf("checking the image against %s: %w", diskPath, err)
+		return nil, fmt.Errorf("checking the image against %s: %w", chosen.Path, err)
 	}
 	images := withImages(plan)
-	j.printSummary(di, images, diskPath, geom)
-	j.report(status.Report{State: status.Ready, Partitions: len(images), Inventory: &machine})
+	j.printSummary(di, images, chosen, geom.Size, geom.LogicalSectorSize)
+	j.report(status.Report{State: status.Ready, Partitions: len(images), Inventory: &machine, Disk: &chosen})
 
-	if mode == Multicast {
-		if mode, err = j.checkSession(ctx); err != nil {
+	var streams map[int]stream
+	if transfer == Multicast {
+		if streams, transfer, err = j.planStreams(ctx, images); err != nil {
 			return nil, err
 		}
 	}
 
-	j.report(status.Report{State: status.Writing, Partitions: len(images)})
-	j.printf("Writing the %s partition table to %s\n", di.Dump.Label, diskPath)
+	j.report(status.Report{State: status.Writing, Partitions: len(images), Disk: &chosen})
+	j.printf("Writing the %s partition table to %s\n", di.Dump.Label, chosen.Path)
 	if err := plan.WriteTable(disk); err != nil {
-		return nil, fmt.Errorf("writing the partition table to %s: %w", diskPath, err)
+		return nil, fmt.Errorf("writing the partition table to %s: %w", chosen.Path, err)
 	}
 
-	res := &Result{Disk: diskPath, Mode: mode}
+	res := &Result{Disk: chosen, Transfer: transfer}
 	for i, pp := range images {
-		pr, err := j.restorePartition(ctx, plan, di, disk, i, pp, &mode, len(images))
+		p := partition{plan: plan, disk: disk, number: pp.Number, pp: pp, index: i, count: len(images), stream: streams[pp.Number]}
+		pr, err := j.restorePartition(ctx, p, &transfer)
 		if err != nil {
 			return nil, err
 		}
 		res.Partitions = append(res.Partitions, pr)
 	}
-	res.Mode = mode
+	res.Transfer = transfer
 
-	j.report(status.Report{State: status.Verifying, Partitions: len(images)})
-	if err := verifyTable(disk, plan); err != nil {
-		return nil, fmt.Errorf("verifying %s: %w", diskPath, err)
+	j.report(status.Report{State: status.Verifying, Partitions: len(images), Disk: &chosen})
+	if err := plan.VerifyTable(disk); err != nil {
+		return nil, fmt.Errorf("verifying %s: %w", chosen.Path, err)
 	}
 	if err := disk.Sync(); err != nil {
-		return nil, fmt.Errorf("syncing %s: %w", diskPath, err)
+		return nil, fmt.Errorf("syncing %s: %w", chosen.Path, err)
 	}
 	// The table was written through the whole disk and the kernel told to
 	// re-read it; its view matters to whatever runs next without a reboot.
-	if parts, isDev := kernelPartitions(j.sysRoot(), diskPath); isDev {
+	if parts, isDev := kernelPartitions(j.sysRoot(), chosen.Path); isDev {
 		if len(parts) == len(plan.Partitions) {
 			j.printf("The kernel sees the new partitions: %s\n", strings.Join(parts, " "))
 		} else {
 			j.printf("Warning: the kernel sees %d partitions on %s (%s), the image has %d; they appear at the next boot\n",
-				len(parts), diskPath, strings.Join(parts, " "), len(plan.Partitions))
+				len(parts), chosen.Path, strings.Join(parts, " "), len(plan.Partitions))
 		}
 	}
 	return res, nil
@@ -264,28 +371,11 @@ func withImages(plan *restore.Plan) []restore.PlannedPartition {
 	return out
 }
 
-func (j *Job) sysRoot() string {
+func (j *job) sysRoot() string {
 	if j.SysRoot == "" {
 		return "/"
 	}
 	return j.SysRoot
-}
-
-// chooseDisk returns the configured disk or the first suitable one.
-func (j *Job) chooseDisk(ctx context.Context, di *restore.DiskImage, m inventory.Machine) (string, error) {
-	if j.Disk != "" {
-		return j.Disk, nil
-	}
-	need := requiredBytes(di)
-	if j.ChooseDisk != nil {
-		return j.ChooseDisk(ctx, need)
-	}
-	d, err := inventory.ChooseDisk(m.Disks, need)
-	if err != nil {
-		return "", fmt.Errorf("no disk to write the image to (it needs %s): %w; set imgcast.disk to choose one",
-			inventory.HumanBytes(need), err)
-	}
-	return d.Path, nil
 }
 
 // requiredBytes is the smallest disk the dump's partitions fit on (the
@@ -298,74 +388,28 @@ func requiredBytes(di *restore.DiskImage) uint64 {
 	return end * uint64(di.Dump.SectorSize)
 }
 
-// openDisk opens the target exclusively (a mounted disk is refused) and
-// reads its geometry.
-func openDisk(path string, sectorSize int) (*os.File, ptable.Geometry, error) {
-	flags := os.O_RDWR
-	if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeDevice != 0 {
-		flags |= os.O_EXCL
-	}
-	f, err := os.OpenFile(path, flags, 0)
-	if err != nil {
-		return nil, ptable.Geometry{}, fmt.Errorf("opening disk %s (does it exist, is it in use?): %w", path, err)
-	}
-	g, err := ptable.ReadGeometry(f, int64(sectorSize))
-	if err != nil {
-		f.Close()
-		return nil, ptable.Geometry{}, fmt.Errorf("reading the geometry of %s: %w", path, err)
-	}
-	return f, g, nil
-}
-
-// checkSession asks the server whether its multicast session can still be
-// joined, and decides the mode: a session that cannot be joined is an
-// error, or a switch to unicast with FallbackHTTP.
-func (j *Job) checkSession(ctx context.Context) (Mode, error) {
-	if j.SessionURL == "" {
-		return Multicast, nil
-	}
-	client := j.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
-	s, err := status.FetchSession(ctx, client, j.SessionURL)
-	if err != nil {
-		// A FOG server, or an older imgcast-server, has no session
-		// endpoint: go ahead; the receiver's start timeout still bounds
-		// the wait.
-		j.logf("session check skipped: %v", err)
-		return Multicast, nil
-	}
-	if err := s.CanJoin(); err != nil {
-		if j.FallbackHTTP {
-			j.printf("Multicast session cannot be joined (%s); falling back to HTTP (imgcast.fallback=http)\n", s.Message)
-			return Unicast, nil
-		}
-		return "", err
-	}
-	if s.Phase == status.Unicast {
-		j.printf("The server runs no multicast session; fetching the image over HTTP\n")
-		return Unicast, nil
-	}
-	return Multicast, nil
-}
-
-func (j *Job) report(r status.Report) {
-	if j.Reporter == nil {
+func (j *job) report(r status.Report) {
+	if j.reporter == nil {
 		return
 	}
 	r.MAC, r.IP, r.Hostname = j.MAC, j.IP, j.Hostname
-	j.Reporter.Update(r)
+	j.reporter.Update(r)
 }
 
-func (j *Job) printf(format string, args ...any) {
+func (j *job) printf(format string, args ...any) {
 	if j.Console != nil {
 		fmt.Fprintf(j.Console, format, args...)
 	}
 }
 
-func (j *Job) logf(format string, args ...any) {
+func (j *job) logf(format string, args ...any) {
 	if j.Logf != nil {
 		j.Logf(format, args...)
+	}
+}
+
+func (j *job) debugf(format string, args ...any) {
+	if j.Debugf != nil {
+		j.Debugf(format, args...)
 	}
 }

@@ -9,16 +9,20 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imgcast/imgcast/internal/defaultimage"
 	"github.com/imgcast/imgcast/pkg/fogmc"
-	"github.com/imgcast/imgcast/pkg/restore/imagedir"
+	"github.com/imgcast/imgcast/pkg/layout"
+	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
@@ -181,10 +185,17 @@ func (r *recorder) last() status.Report {
 
 // fakeReceiver plays the multicast side in-process: it streams the image
 // file of each partition from a folder, with a FOGMC1 header unless told
-// otherwise, and can fail in the ways a real session fails.
+// otherwise, and can fail in the ways a real session fails. Its receive
+// is the Config's Receive; stream i is the i-th file of files (default
+// d1p1.img, d1p2.img) on port 9000+2*i.
 type fakeReceiver struct {
-	dir      string
+	dir   string
+	files []string
+	// byPort, when set, says which file each port sends instead.
+	byPort   map[int]string
 	noHeader bool
+	// panics makes the receiver panic (a bug).
+	panics bool
 	// wrongID sends the header of another file for stream i.
 	wrongID map[int]string
 	// failAt makes stream i fail with err after n bytes (n < 0: before
@@ -192,7 +203,7 @@ type fakeReceiver struct {
 	failAt map[int]failure
 
 	mu      sync.Mutex
-	streams []Stream
+	configs []receiver.Config
 }
 
 type failure struct {
@@ -200,30 +211,50 @@ type failure struct {
 	err   error
 }
 
-func (f *fakeReceiver) Receive(ctx context.Context, s Stream, w io.Writer) error {
+func (f *fakeReceiver) receive(ctx context.Context, cfg receiver.Config, w io.Writer) (receiver.Progress, error) {
 	f.mu.Lock()
-	f.streams = append(f.streams, s)
+	f.configs = append(f.configs, cfg)
 	f.mu.Unlock()
-	fail, failing := f.failAt[s.Index]
+	files := f.files
+	if files == nil {
+		files = []string{"d1p1.img", "d1p2.img"}
+	}
+	if f.panics {
+		var m map[int]int
+		m[cfg.Port]++
+	}
+	index := (cfg.Port - 9000) / 2
+	if f.byPort != nil {
+		index = 0
+		if _, ok := f.byPort[cfg.Port]; !ok {
+			index = -1
+		}
+		files = []string{f.byPort[cfg.Port]}
+	}
+	if index < 0 || index >= len(files) {
+		return receiver.Progress{}, &receiver.StartTimeoutError{Timeout: cfg.StartTimeout}
+	}
+	name := files[index]
+	fail, failing := f.failAt[index]
 	if failing && fail.after < 0 {
-		return fail.err
+		return receiver.Progress{}, fail.err
 	}
 	if !f.noHeader {
-		id := fogmc.IDForFile(s.File)
-		if wrong, ok := f.wrongID[s.Index]; ok {
+		id := layout.StreamID(name)
+		if wrong, ok := f.wrongID[index]; ok {
 			id = wrong
 		}
 		h, err := fogmc.Format(id)
 		if err != nil {
-			return err
+			return receiver.Progress{}, err
 		}
 		if _, err := w.Write(h); err != nil {
-			return err
+			return receiver.Progress{}, err
 		}
 	}
-	file, err := os.Open(filepath.Join(f.dir, s.File))
+	file, err := os.Open(filepath.Join(f.dir, name))
 	if err != nil {
-		return err
+		return receiver.Progress{}, err
 	}
 	defer file.Close()
 	var r io.Reader = file
@@ -231,61 +262,52 @@ func (f *fakeReceiver) Receive(ctx context.Context, s Stream, w io.Writer) error
 		r = io.LimitReader(file, fail.after)
 	}
 	if _, err := io.Copy(w, r); err != nil {
-		return err
+		return receiver.Progress{}, err
 	}
 	if failing {
-		return fail.err
+		return receiver.Progress{}, fail.err
 	}
-	return ctx.Err()
+	return receiver.Progress{}, ctx.Err()
 }
 
-func localFolder(t *testing.T, dir string) imagedir.Folder {
-	t.Helper()
-	f, err := imagedir.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-func httpFolder(t *testing.T, dir string) imagedir.Folder {
+func httpFolder(t *testing.T, dir string) string {
 	t.Helper()
 	srv := httptest.NewServer(http.StripPrefix("/images/default/", http.FileServer(http.Dir(dir))))
 	t.Cleanup(srv.Close)
-	f, err := imagedir.Open(srv.URL + "/images/default/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return srv.URL + "/images/default/"
 }
 
-func newJob(t *testing.T, folder imagedir.Folder, disk string, mode Mode, rcv Receiver) (*Job, *recorder, *bytes.Buffer) {
+func newConfig(t *testing.T, image, disk string, transfer Transfer, rcv *fakeReceiver) (Config, *recorder, *bytes.Buffer) {
 	rec := &recorder{}
 	console := &bytes.Buffer{}
-	return &Job{
-		Folder: folder, Disk: disk, Mode: mode, Receiver: rcv, PortBase: 9000,
+	cfg := Config{
+		Image: image, Disk: DiskPath(disk), Transfer: transfer, PortBase: 9000,
 		Reporter: rec, MAC: "52:54:00:12:34:56", IP: "10.99.0.11",
 		Console: console, Logf: t.Logf,
-	}, rec, console
+	}
+	if rcv != nil {
+		cfg.Receive = rcv.receive
+	}
+	return cfg, rec, console
 }
 
 func TestMulticastRestoresEveryPartition(t *testing.T) {
 	dir, ref := defaultImage(t)
 	disk := zeroDisk(t, defaultimage.DiskSize)
 	rcv := &fakeReceiver{dir: dir}
-	job, rec, console := newJob(t, localFolder(t, dir), disk, Multicast, rcv)
-	job.RequireStreamHeader = true
+	cfg, rec, console := newConfig(t, dir, disk, Multicast, rcv)
+	cfg.RequireStreamHeader = true
 
-	res, err := job.Run(context.Background())
+	res, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, console)
 	}
 	assertPartitionsMatch(t, disk, ref)
-	if len(rcv.streams) != 2 || rcv.streams[0].PortBase != 9000 || rcv.streams[1].PortBase != 9002 ||
-		rcv.streams[0].File != "d1p1.img" || rcv.streams[1].File != "d1p2.img" {
-		t.Errorf("streams %+v, want d1p1.img on 9000 and d1p2.img on 9002", rcv.streams)
+	if len(rcv.configs) != 2 || rcv.configs[0].Port != 9000 || rcv.configs[1].Port != 9002 ||
+		res.Partitions[0].File != "d1p1.img" || res.Partitions[1].File != "d1p2.img" {
+		t.Errorf("streams %+v, want d1p1.img on 9000 and d1p2.img on 9002", rcv.configs)
 	}
-	if res.Mode != Multicast || len(res.Partitions) != 2 {
+	if res.Transfer != Multicast || len(res.Partitions) != 2 {
 		t.Errorf("result %+v", res)
 	}
 	for _, p := range res.Partitions {
@@ -315,14 +337,14 @@ func TestMulticastRestoresEveryPartition(t *testing.T) {
 func TestUnicastOverHTTP(t *testing.T) {
 	dir, ref := defaultImage(t)
 	disk := zeroDisk(t, defaultimage.DiskSize)
-	job, rec, console := newJob(t, httpFolder(t, dir), disk, Unicast, nil)
-	res, err := job.Run(context.Background())
+	cfg, rec, console := newConfig(t, httpFolder(t, dir), disk, Unicast, nil)
+	res, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, console)
 	}
 	assertPartitionsMatch(t, disk, ref)
-	if res.Mode != Unicast || rec.last().State != status.Done {
-		t.Errorf("mode %s, last state %s", res.Mode, rec.last().State)
+	if res.Transfer != Unicast || rec.last().State != status.Done {
+		t.Errorf("transfer %s, last state %s", res.Transfer, rec.last().State)
 	}
 	// The whole disk, tables included, matches when the target has the
 	// reference's size.
@@ -337,8 +359,8 @@ func TestFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// prepare may damage the image copy and returns the receiver.
-		prepare   func(t *testing.T, img string) Receiver
-		mode      Mode
+		prepare   func(t *testing.T, img string) *fakeReceiver
+		mode      Transfer
 		fallback  bool
 		session   *status.Session
 		diskSize  int64
@@ -347,14 +369,14 @@ func TestFailures(t *testing.T) {
 	}{
 		{
 			name: "sender killed mid-partition",
-			prepare: func(t *testing.T, img string) Receiver {
+			prepare: func(t *testing.T, img string) *fakeReceiver {
 				return &fakeReceiver{dir: img, failAt: map[int]failure{0: {1 << 20, senderGone}}}
 			},
 			mode: Multicast, wantErr: "partition 1: sender went silent",
 		},
 		{
 			name: "sha256 mismatch",
-			prepare: func(t *testing.T, img string) Receiver {
+			prepare: func(t *testing.T, img string) *fakeReceiver {
 				// The image itself is intact (every partclone and gzip
 				// check passes); only d1.sha256 disagrees with it.
 				sums := filepath.Join(img, "d1.sha256")
@@ -372,32 +394,32 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "wrong stream",
-			prepare: func(t *testing.T, img string) Receiver {
+			prepare: func(t *testing.T, img string) *fakeReceiver {
 				return &fakeReceiver{dir: img, wrongID: map[int]string{1: "d1p1.img"}}
 			},
 			mode: Multicast, wantErr: `partition 2: stream header names "d1p1.img" but "d1p2.img" was expected`,
 		},
 		{
 			name:    "no header but required",
-			prepare: func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img, noHeader: true} },
+			prepare: func(t *testing.T, img string) *fakeReceiver { return &fakeReceiver{dir: img, noHeader: true} },
 			mode:    Multicast, wantErr: "no FOGMC1 header",
 		},
 		{
 			name: "no sender, no fallback",
-			prepare: func(t *testing.T, img string) Receiver {
+			prepare: func(t *testing.T, img string) *fakeReceiver {
 				return &fakeReceiver{dir: img, failAt: map[int]failure{0: {-1, fmt.Errorf("%w on 10.99.0.1:9001 within 30s", ErrNoSender)}}}
 			},
 			mode: Multicast, wantErr: "no sender answered on 10.99.0.1:9001",
 		},
 		{
 			name:    "session already running",
-			prepare: func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img} },
+			prepare: func(t *testing.T, img string) *fakeReceiver { return &fakeReceiver{dir: img} },
 			session: &status.Session{Phase: status.Sending, Message: "partition 1 is being sent since 12:00"},
 			mode:    Multicast, wantErr: "booted too late", untouched: true,
 		},
 		{
 			name:     "disk too small",
-			prepare:  func(t *testing.T, img string) Receiver { return &fakeReceiver{dir: img} },
+			prepare:  func(t *testing.T, img string) *fakeReceiver { return &fakeReceiver{dir: img} },
 			diskSize: 40 << 20, mode: Multicast, wantErr: "needs a disk of at least 77.0 MiB", untouched: true,
 		},
 	} {
@@ -409,17 +431,17 @@ func TestFailures(t *testing.T) {
 				size = defaultimage.DiskSize
 			}
 			disk := blankDisk(t, size)
-			job, rec, console := newJob(t, localFolder(t, img), disk, tc.mode, rcv)
-			job.RequireStreamHeader = true
-			job.FallbackHTTP = tc.fallback
+			cfg, rec, console := newConfig(t, img, disk, tc.mode, rcv)
+			cfg.RequireStreamHeader = true
+			cfg.FallbackHTTP = tc.fallback
 			if tc.session != nil {
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					json.NewEncoder(w).Encode(tc.session)
 				}))
 				defer srv.Close()
-				job.SessionURL = srv.URL + "/api/session"
+				cfg.SessionURL = srv.URL + "/api/session"
 			}
-			_, err := job.Run(context.Background())
+			_, err := Run(context.Background(), cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want one containing %q\nconsole:\n%s", err, tc.wantErr, console)
 			}
@@ -460,21 +482,21 @@ func TestFallbackToHTTP(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			disk := zeroDisk(t, defaultimage.DiskSize)
-			job, _, console := newJob(t, httpFolder(t, dir), disk, Multicast, tc.rcv)
-			job.FallbackHTTP = true
+			cfg, _, console := newConfig(t, httpFolder(t, dir), disk, Multicast, tc.rcv)
+			cfg.FallbackHTTP = true
 			if tc.session != nil {
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					json.NewEncoder(w).Encode(tc.session)
 				}))
 				defer srv.Close()
-				job.SessionURL = srv.URL
+				cfg.SessionURL = srv.URL
 			}
-			res, err := job.Run(context.Background())
+			res, err := Run(context.Background(), cfg)
 			if err != nil {
 				t.Fatalf("%v\nconsole:\n%s", err, console)
 			}
-			if res.Mode != Unicast {
-				t.Errorf("mode %s after fallback", res.Mode)
+			if res.Transfer != Unicast {
+				t.Errorf("transfer %s after fallback", res.Transfer)
 			}
 			assertPartitionsMatch(t, disk, ref)
 			if !strings.Contains(strings.ToLower(console.String()), "falling back to http") {
@@ -497,5 +519,126 @@ func TestFormatProgress(t *testing.T) {
 		if !strings.HasPrefix(got, tc.want) {
 			t.Errorf("formatProgress(%d, %d) = %q, want prefix %q", tc.done, tc.total, got, tc.want)
 		}
+	}
+}
+
+func sessionServer(t *testing.T, s status.Session) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(s)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/api/session"
+}
+
+// When the server's session lists its streams, the client takes each
+// partition's port from it instead of computing portbase+2*i, and refuses
+// a session that does not send what the folder holds before writing.
+func TestPortsFromTheSession(t *testing.T) {
+	dir, ref := defaultImage(t)
+	streams := []status.Stream{
+		{Index: 0, Partition: 1, ID: "d1p1.img", Port: 9100},
+		{Index: 1, Partition: 2, ID: "d1p2.img", Port: 9200},
+	}
+	disk := zeroDisk(t, defaultimage.DiskSize)
+	rcv := &fakeReceiver{dir: dir, byPort: map[int]string{9100: "d1p1.img", 9200: "d1p2.img"}}
+	cfg, _, console := newConfig(t, dir, disk, Multicast, rcv)
+	cfg.RequireStreamHeader = true
+	cfg.SessionURL = sessionServer(t, status.Session{Phase: status.Waiting, Joinable: true, PortBase: 9100, Streams: streams})
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	assertPartitionsMatch(t, disk, ref)
+	if len(rcv.configs) != 2 || rcv.configs[0].Port != 9100 || rcv.configs[1].Port != 9200 {
+		t.Errorf("received on %+v, want the session's ports 9100 and 9200", rcv.configs)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		streams []status.Stream
+		wantErr string
+	}{
+		{"another file for a partition", []status.Stream{streams[0], {Partition: 2, ID: "d1p3.img", Port: 9200}},
+			`it sends "d1p3.img" for partition 2, the image folder has "d1p2.img"`},
+		{"a partition missing", streams[:1], "it does not send partition 2 (d1p2.img)"},
+		{"a hostile port", []status.Stream{streams[0], {Partition: 2, ID: "d1p2.img", Port: 70000}}, "it lists port 70000 for partition 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := blankDisk(t, defaultimage.DiskSize)
+			cfg, _, _ := newConfig(t, dir, disk, Multicast, rcv)
+			cfg.SessionURL = sessionServer(t, status.Session{Phase: status.Waiting, Joinable: true, Streams: tc.streams})
+			_, err := Run(context.Background(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			assertUntouched(t, disk)
+		})
+	}
+}
+
+// The receiver's configuration: the first stream waits long (the server
+// waits for every client), later ones briefly; TTL; the receiver's
+// messages reach Logf.
+func TestReceiverConfig(t *testing.T) {
+	dir, _ := defaultImage(t)
+	disk := zeroDisk(t, defaultimage.DiskSize)
+	rcv := &fakeReceiver{dir: dir}
+	var logged []string
+	var mu sync.Mutex
+	cfg, _, console := newConfig(t, dir, disk, Multicast, rcv)
+	cfg.FirstStartTimeout, cfg.NextStartTimeout, cfg.ReceiveTimeout = 10*time.Minute, 45*time.Second, 30*time.Second
+	cfg.Rendezvous = netip.MustParseAddr("10.99.0.1")
+	cfg.Interface = "eth0"
+	cfg.Logf = func(format string, args ...any) {
+		mu.Lock()
+		logged = append(logged, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	if len(rcv.configs) != 2 {
+		t.Fatalf("%d receptions", len(rcv.configs))
+	}
+	first, next := rcv.configs[0], rcv.configs[1]
+	if first.StartTimeout != 10*time.Minute || next.StartTimeout != 45*time.Second ||
+		first.ReceiveTimeout != 30*time.Second || next.ReceiveTimeout != 30*time.Second {
+		t.Errorf("start timeouts %s, %s, receive %s: want 10m then 45s, 30s", first.StartTimeout, next.StartTimeout, first.ReceiveTimeout)
+	}
+	if first.TTL != DefaultTTL || first.RendezvousAddr != cfg.Rendezvous || first.Interface != "eth0" {
+		t.Errorf("config %+v", first)
+	}
+	if first.Logf == nil {
+		t.Fatal("the receiver's messages go nowhere")
+	}
+	first.Logf("Connected as #%d to %s", 3, "10.99.0.1:9001")
+	mu.Lock()
+	if !slices.Contains(logged, "d1p1: Connected as #3 to 10.99.0.1:9001") {
+		t.Errorf("receiver message not logged: %q", logged)
+	}
+	mu.Unlock()
+
+	cfg.Rendezvous = netip.Addr{}
+	cfg.NextStartTimeout = 0
+	rcv.configs = nil
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c := rcv.configs[1]; c.TTL != 1 || c.StartTimeout != DefaultNextStartTimeout {
+		t.Errorf("without a rendezvous: TTL %d (want 1, the handshake stays on broadcast), next start timeout %s", c.TTL, c.StartTimeout)
+	}
+}
+
+// A bug on a goroutine of the job ends the job as a reported failure, not
+// a crash.
+func TestPanicInTheReceiverFailsTheJob(t *testing.T) {
+	dir, _ := defaultImage(t)
+	disk := zeroDisk(t, defaultimage.DiskSize)
+	cfg, rec, _ := newConfig(t, dir, disk, Multicast, &fakeReceiver{dir: dir, panics: true})
+	_, err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "internal error (a bug in imgcast) in the receiver of d1p1.img") {
+		t.Fatalf("err = %v", err)
+	}
+	if last := rec.last(); last.State != status.Failed {
+		t.Errorf("last report %+v, want failed", last)
 	}
 }

@@ -8,53 +8,74 @@ import (
 	"os"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/bytesize"
+	"github.com/imgcast/imgcast/internal/recovered"
 	"github.com/imgcast/imgcast/pkg/fogmc"
+	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/restore"
-	"github.com/imgcast/imgcast/pkg/restore/partclone"
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// restorePartition receives the i-th image and restores it. *mode may
-// change from multicast to unicast when FallbackHTTP allows it.
-func (j *Job) restorePartition(ctx context.Context, plan *restore.Plan, di *restore.DiskImage, disk *os.File,
-	i int, pp restore.PlannedPartition, mode *Mode, count int) (PartitionResult, error) {
-	target, err := plan.Target(disk, pp.Number)
-	if err != nil {
-		return PartitionResult{}, err
-	}
-	if *mode == Multicast {
-		pr, err := j.receive(ctx, plan, di, target, i, pp, count)
+// partition is one partition to restore.
+type partition struct {
+	plan   *restore.Plan
+	disk   *os.File
+	number int
+	pp     restore.PlannedPartition
+	index  int // among the partitions with images, from 0
+	count  int // partitions with images
+	stream stream
+}
+
+// restorePartition receives or fetches partition p and restores it.
+// *transfer may change from multicast to unicast when FallbackHTTP allows
+// it.
+func (j *job) restorePartition(ctx context.Context, p partition, transfer *Transfer) (PartitionResult, error) {
+	if *transfer == Multicast {
+		pr, err := j.receive(ctx, p)
 		if err == nil || !errors.Is(err, ErrNoSender) || !j.FallbackHTTP {
 			return pr, err
 		}
 		j.printf("\n%v\nFalling back to HTTP for this and the remaining partitions (imgcast.fallback=http)\n", err)
-		*mode = Unicast
+		*transfer = Unicast
 	}
-	return j.fetch(ctx, plan, di, target, i, pp, count)
+	return j.fetch(ctx, p)
 }
 
-// receive restores partition pp from its multicast stream: the receiver
+// receive restores partition p from its multicast stream: the receiver
 // writes into a pipe that restore reads, so nothing is buffered beyond the
 // two pipelines' own buffers.
-func (j *Job) receive(ctx context.Context, plan *restore.Plan, di *restore.DiskImage, target *restore.Target,
-	i int, pp restore.PlannedPartition, count int) (PartitionResult, error) {
+func (j *job) receive(ctx context.Context, p partition) (PartitionResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := Stream{Index: i, Partition: pp.Number, PortBase: j.PortBase + 2*i, File: pp.Image.Name}
-	j.printf("Partition %d: waiting for %s on UDPcast port %d\n", pp.Number, s.File, s.PortBase)
-	j.report(status.Report{State: status.Ready, Partition: pp.Number, Partitions: count, Total: pp.Image.Size()})
+	file := p.pp.Image.Name
+	j.printf("Partition %d: waiting for %s on UDPcast port %d\n", p.number, file, p.stream.port)
+	j.report(status.Report{State: status.Ready, Partition: p.number, Partitions: p.count, Total: p.pp.Image.Size()})
 
+	receive := j.Receive
+	if receive == nil {
+		receive = receiver.Receive
+	}
+	cfg := j.receiverConfig(p, func(pr receiver.Progress) {
+		if pr.Phase != receiver.PhaseReceiving || pr.Received == 0 {
+			j.debugf("d1p%d: %s (sender %s, client #%d, %s)", p.number, pr.Phase, pr.Sender, pr.Client, pr.Path)
+		}
+	})
 	pr, pw := io.Pipe()
 	recvDone := make(chan error, 1)
-	go func() {
-		err := j.Receiver.Receive(ctx, s, pw)
+	recovered.Go("the receiver of "+file, func(err error) {
+		pw.CloseWithError(err)
+		recvDone <- err
+	}, func() {
+		_, err := receive(ctx, cfg, pw)
+		err = noSender(err)
 		if err != nil {
-			pw.CloseWithError(fmt.Errorf("receiving %s: %w", s.File, err))
+			pw.CloseWithError(fmt.Errorf("receiving %s: %w", file, err))
 		} else {
 			pw.Close()
 		}
 		recvDone <- err
-	}()
+	})
 	// stop ends the receiver after a failure on our side and returns the
 	// cause: the receiver's own error when it failed first (a truncated
 	// stream is only the symptom of a silent sender), else err.
@@ -62,25 +83,25 @@ func (j *Job) receive(ctx context.Context, plan *restore.Plan, di *restore.DiskI
 		cancel()
 		pr.CloseWithError(errStopped)
 		if rerr := <-recvDone; rerr != nil && !errors.Is(rerr, errStopped) && !errors.Is(rerr, context.Canceled) {
-			return partitionError(pp.Number, rerr)
+			return partitionError(p.number, rerr)
 		}
-		return partitionError(pp.Number, err)
+		return partitionError(p.number, err)
 	}
 
-	src, found, err := fogmc.Strip(pr, fogmc.IDForFile(s.File))
+	src, found, err := fogmc.Strip(pr, p.stream.id)
 	if err != nil {
-		return PartitionResult{Partition: pp.Number, File: s.File}, stop(err)
+		return PartitionResult{Partition: p.number, File: file}, stop(err)
 	}
 	if !found && j.RequireStreamHeader {
-		return PartitionResult{Partition: pp.Number, File: s.File}, stop(fmt.Errorf(
-			"the stream on port %d has no FOGMC1 header naming %s; refusing it (nothing was written)", s.PortBase, s.File))
+		return PartitionResult{Partition: p.number, File: file}, stop(fmt.Errorf(
+			"the stream on port %d has no FOGMC1 header naming %s; refusing it (nothing was written)", p.stream.port, file))
 	}
-	res, err := j.restoreStream(ctx, plan, di, target, pp, count, src, Multicast)
+	res, err := j.restoreStream(ctx, p, src, Multicast)
 	if err != nil {
 		return res, stop(err)
 	}
 	if rerr := <-recvDone; rerr != nil {
-		return res, partitionError(pp.Number, rerr)
+		return res, partitionError(p.number, rerr)
 	}
 	return res, nil
 }
@@ -88,53 +109,47 @@ func (j *Job) receive(ctx context.Context, plan *restore.Plan, di *restore.DiskI
 // errStopped is what the receiver sees when the restore side gave up.
 var errStopped = errors.New("restore stopped reading")
 
-// fetch restores partition pp from the image files over HTTP (or a local
+// fetch restores partition p from the image files over HTTP (or a local
 // folder).
-func (j *Job) fetch(ctx context.Context, plan *restore.Plan, di *restore.DiskImage, target *restore.Target,
-	i int, pp restore.PlannedPartition, count int) (PartitionResult, error) {
-	j.printf("Partition %d: fetching %s from %s\n", pp.Number, pp.Image.Name, j.Folder)
-	r := pp.Image.Open(ctx, j.Folder)
+func (j *job) fetch(ctx context.Context, p partition) (PartitionResult, error) {
+	folder := p.plan.Image.Folder
+	j.printf("Partition %d: fetching %s from %s\n", p.number, p.pp.Image.Name, folder)
+	r := p.pp.Image.Open(ctx, folder)
 	defer r.Close()
-	res, err := j.restoreStream(ctx, plan, di, target, pp, count, r, Unicast)
+	res, err := j.restoreStream(ctx, p, r, Unicast)
 	if err != nil {
-		return res, partitionError(pp.Number, err)
+		return res, partitionError(p.number, err)
 	}
 	return res, nil
 }
 
 // restoreStream runs restore on src, drawing and reporting progress.
-func (j *Job) restoreStream(ctx context.Context, plan *restore.Plan, di *restore.DiskImage, target *restore.Target,
-	pp restore.PlannedPartition, count int, src io.Reader, mode Mode) (PartitionResult, error) {
-	n := pp.Number
+func (j *job) restoreStream(ctx context.Context, p partition, src io.Reader, transfer Transfer) (PartitionResult, error) {
+	n := p.number
 	bar := newProgressBar(j.Console, j.ConsoleTTY, fmt.Sprintf("d1p%d", n))
 	// Restore counts the bytes it reads (the image as sent, without a
 	// stream header) and its clock starts with the stream's first bytes
 	// (multicast: the header strip waited for them), so its figures are
 	// the wire's.
-	var state status.State = status.Receiving
-	if mode == Unicast {
+	state := status.Receiving
+	if transfer == Unicast {
 		state = status.Writing
 	}
-	onProgress := func(p restore.Progress) {
-		w := rate(p.In, p.Elapsed)
-		d := rate(p.Written, p.Elapsed)
-		total := p.Total
-		bar.draw(p.Written, total, w, d, p.ETA)
-		j.report(status.Report{State: state, Partition: n, Partitions: count,
-			Bytes: p.Written, Total: total, WireRate: w, DiskRate: d})
+	onProgress := func(pg restore.Progress) {
+		w := rate(pg.In, pg.Elapsed)
+		d := rate(pg.Written, pg.Elapsed)
+		bar.draw(pg.Written, pg.Total, w, d, pg.ETA)
+		j.report(status.Report{State: state, Partition: n, Partitions: p.count,
+			Bytes: pg.Written, Total: pg.Total, WireRate: w, DiskRate: d})
 	}
-	res, err := restore.RestorePartition(ctx, src, target, restore.Options{
-		Partition:        n,
+	res, err := p.plan.RestorePartition(ctx, p.disk, n, src, restore.PartitionOptions{
 		IgnoreChecksums:  j.IgnoreChecksums,
-		Verify:           di.Segments(pp.Image),
-		InputSize:        pp.Image.Size(),
-		Check:            func(h *partclone.Header) error { return plan.CheckHeader(n, h) },
 		Progress:         onProgress,
 		ProgressInterval: j.progressInterval(),
 		Logf:             j.Logf,
 	})
 	bar.finish()
-	out := PartitionResult{Partition: n, File: pp.Image.Name, Mode: mode}
+	out := PartitionResult{Partition: n, File: p.pp.Image.Name, Transfer: transfer}
 	if res != nil {
 		out.Received, out.Written, out.Elapsed = res.In, res.Written, res.Elapsed
 	}
@@ -142,12 +157,12 @@ func (j *Job) restoreStream(ctx context.Context, plan *restore.Plan, di *restore
 		return out, err
 	}
 	j.printf("Partition %d: %s received, %s written in %s (wire %s/s, disk %s/s)\n", n,
-		human(out.Received), human(out.Written), out.Elapsed.Round(100*time.Millisecond),
-		human(int64(out.WireRate())), human(int64(out.DiskRate())))
+		bytesize.Format(out.Received), bytesize.Format(out.Written), out.Elapsed.Round(100*time.Millisecond),
+		bytesize.Format(int64(out.WireRate())), bytesize.Format(int64(out.DiskRate())))
 	return out, nil
 }
 
-func (j *Job) progressInterval() time.Duration {
+func (j *job) progressInterval() time.Duration {
 	if j.ProgressInterval > 0 {
 		return j.ProgressInterval
 	}

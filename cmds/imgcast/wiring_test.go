@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imgcast/imgcast/internal/defaultimage"
+	"github.com/imgcast/imgcast/internal/testfs"
+	"github.com/imgcast/imgcast/internal/testtools"
+	"github.com/imgcast/imgcast/pkg/fogmc"
+	"github.com/imgcast/imgcast/pkg/imaging"
+	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/power"
+	"github.com/imgcast/imgcast/pkg/receiver"
+	"github.com/imgcast/imgcast/pkg/status"
+)
+
+// wiringImage is the default image, built once for the wiring test.
+var wiringImage struct {
+	once     sync.Once
+	dir, ref string
+	err      error
+}
+
+func defaultImageForWiring(t *testing.T) (dir, ref string) {
+	t.Helper()
+	w := &wiringImage
+	w.once.Do(func() {
+		if _, w.err = testtools.Find("sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"); w.err != nil {
+			return
+		}
+		tmp, err := os.MkdirTemp("", "imgcast-wiring-")
+		if err != nil {
+			w.err = err
+			return
+		}
+		w.dir, w.ref = filepath.Join(tmp, "images", "default"), filepath.Join(tmp, "reference.raw")
+		w.err = defaultimage.Build(w.dir, w.ref)
+	})
+	if w.err != nil {
+		testtools.Missing(t, w.err)
+	}
+	return w.dir, w.ref
+}
+
+// TestAgentWiring drives the agent from a kernel command line to the
+// calls it makes, with fakes for the network, the disk and the multicast
+// receiver: the disk wait gets the named disk and its timeout (defect 1),
+// the receiver's messages reach the console (defect 2), the first stream
+// gets imgcast.starttimeout and the later ones imgcast.nextstarttimeout,
+// with imgcast.ttl (defect 3), and the ready/done reports name the disk
+// chosen (defect 4).
+func TestAgentWiring(t *testing.T) {
+	dir, ref := defaultImageForWiring(t)
+	var reportsMu sync.Mutex
+	var reports []status.Report
+	mux := http.NewServeMux()
+	mux.Handle("/images/default/", http.StripPrefix("/images/default/", http.FileServer(http.Dir(dir))))
+	mux.HandleFunc("POST /api/status", func(w http.ResponseWriter, r *http.Request) {
+		var rep status.Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		reportsMu.Lock()
+		reports = append(reports, rep)
+		reportsMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(mux) // no /api/session: ports from the layout
+	defer srv.Close()
+
+	ta := newTestAgent(t, strings.NewReader(""), upOK)
+	ta.root = testfs.Tree(t, map[string]string{
+		"sys/block/vda/size": "2097152\n", "sys/block/vda/removable": "0\n",
+		"sys/block/vdb/size": "204800\n", "sys/block/vdb/removable": "0\n", "sys/block/vdb/serial": "wire-1\n",
+	}, nil)
+	disk := filepath.Join(t.TempDir(), "vdb.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, defaultimage.DiskSize); err != nil {
+		t.Fatal(err)
+	}
+	var waited []inventory.DiskWait
+	var minSize uint64
+	ta.diskSource = func(w inventory.DiskWait) imaging.DiskSource {
+		return diskSourceFunc(func(ctx context.Context, min uint64) (inventory.Disk, error) {
+			waited, minSize = append(waited, w), min
+			d, err := w.WaitDisk(ctx, min) // the real wait, on the fake sysfs
+			d.Path = disk                  // …writing to a file instead of /dev/vdb
+			return d, err
+		})
+	}
+	var configs []receiver.Config
+	ta.receive = func(ctx context.Context, cfg receiver.Config, w io.Writer) (receiver.Progress, error) {
+		configs = append(configs, cfg)
+		i := (cfg.Port - 9100) / 2
+		if i < 0 || i > 1 {
+			return receiver.Progress{}, fmt.Errorf("no sender on port %d", cfg.Port)
+		}
+		if cfg.Logf != nil {
+			cfg.Logf("Connected as #%d to %s", i+1, "127.0.0.1:9101")
+		}
+		name := fmt.Sprintf("d1p%d.img", i+1)
+		h, _ := fogmc.Format(name)
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return receiver.Progress{}, err
+		}
+		defer f.Close()
+		if _, err := w.Write(h); err != nil {
+			return receiver.Progress{}, err
+		}
+		_, err = io.Copy(w, f)
+		return receiver.Progress{}, err
+	}
+
+	cmdline := "console=ttyS0 imgcast.mode=multicast imgcast.server=127.0.0.1 imgcast.image=" + srv.URL + "/images/default/ " +
+		"imgcast.report=" + srv.URL + "/api/status imgcast.disk=/dev/vdb imgcast.disktimeout=7s imgcast.portbase=9100 " +
+		"imgcast.starttimeout=5m imgcast.nextstarttimeout=20s imgcast.receivetimeout=9s imgcast.ttl=16 " +
+		"imgcast.after=poweroff imgcast.failwait=0"
+	if err := ta.run(context.Background(), cmdline); err != nil {
+		t.Fatalf("agent: %v\n%s", err, ta.out.String())
+	}
+	console := ta.out.String()
+
+	if len(ta.powers) != 1 || ta.powers[0] != power.PowerOff {
+		t.Errorf("power actions %v, want poweroff", ta.powers)
+	}
+	// Defect 1: the named disk is waited for, with imgcast.disktimeout,
+	// and checked against what the image needs.
+	if len(waited) != 1 || waited[0].Named != "/dev/vdb" || waited[0].Timeout != 7*time.Second || minSize < 77<<20 {
+		t.Errorf("disk waits %+v for %d bytes, want one for /dev/vdb, 7s, at least 77 MiB", waited, minSize)
+	}
+	if err := defaultimage.ComparePartitions(disk, ref); err != nil {
+		t.Error(err)
+	}
+	// Defect 3: a long wait for the first stream only; TTL; the rest.
+	if len(configs) != 2 {
+		t.Fatalf("%d receptions, want 2:\n%s", len(configs), console)
+	}
+	for i, c := range configs {
+		wantStart := []time.Duration{5 * time.Minute, 20 * time.Second}[i]
+		if c.Port != 9100+2*i || c.StartTimeout != wantStart || c.ReceiveTimeout != 9*time.Second || c.TTL != 16 ||
+			c.RendezvousAddr != netip.MustParseAddr("127.0.0.1") || c.Interface != "eth0" {
+			t.Errorf("stream %d: port %d, start timeout %s, receive timeout %s, TTL %d, rdv %s, interface %q; want %d, %s, 9s, 16, 127.0.0.1, eth0",
+				i, c.Port, c.StartTimeout, c.ReceiveTimeout, c.TTL, c.RendezvousAddr, c.Interface, 9100+2*i, wantStart)
+		}
+		// Defect 2: the receiver's messages reach the console.
+		if c.Logf == nil {
+			t.Errorf("stream %d: the receiver has no Logf", i)
+		}
+	}
+	for _, want := range []string{"d1p1: Connected as #1 to 127.0.0.1:9101", "d1p2: Connected as #2 to 127.0.0.1:9101",
+		"disk: " + disk + " 100 MiB (serial wire-1)"} {
+		if !strings.Contains(console, want) {
+			t.Errorf("console lacks %q:\n%s", want, console)
+		}
+	}
+	// Defect 4: the reports name the disk.
+	reportsMu.Lock()
+	defer reportsMu.Unlock()
+	if len(reports) == 0 {
+		t.Fatal("no reports")
+	}
+	last := reports[len(reports)-1]
+	if last.State != status.Done || last.Disk == nil || last.Disk.Name != "vdb" || last.Disk.Serial != "wire-1" {
+		t.Errorf("last report %+v (disk %+v), want done naming vdb, serial wire-1", last, last.Disk)
+	}
+}
+
+type diskSourceFunc func(ctx context.Context, minSize uint64) (inventory.Disk, error)
+
+func (f diskSourceFunc) WaitDisk(ctx context.Context, minSize uint64) (inventory.Disk, error) {
+	return f(ctx, minSize)
+}

@@ -1,0 +1,158 @@
+package imaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/imgcast/imgcast/pkg/layout"
+	"github.com/imgcast/imgcast/pkg/receiver"
+	"github.com/imgcast/imgcast/pkg/restore"
+	"github.com/imgcast/imgcast/pkg/status"
+)
+
+// stream is where one partition's multicast stream comes from.
+type stream struct {
+	id   string // the FOGMC1 id it must carry
+	port int    // its UDPcast port base
+}
+
+// planStreams asks the server whether its multicast session can still be
+// joined and decides the transfer (a session that cannot be joined is an
+// error, or a switch to unicast with FallbackHTTP), and where each
+// partition's stream comes from: the ports the session lists, or, from a
+// server that lists none, imgcast-server's layout on PortBase.
+func (j *job) planStreams(ctx context.Context, images []restore.PlannedPartition) (map[int]stream, Transfer, error) {
+	computed, err := imgcastStreams(images, j.PortBase)
+	if err != nil {
+		return nil, "", err
+	}
+	if j.SessionURL == "" {
+		return computed, Multicast, nil
+	}
+	client := j.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	s, err := status.FetchSession(ctx, client, j.SessionURL)
+	if err != nil {
+		// A FOG server, or an older imgcast-server, has no session
+		// endpoint: go ahead; the receiver's start timeout still bounds
+		// the wait.
+		j.logf("session check skipped: %v", err)
+		return computed, Multicast, nil
+	}
+	if err := s.CanJoin(); err != nil {
+		if j.FallbackHTTP {
+			j.printf("Multicast session cannot be joined (%s); falling back to HTTP (imgcast.fallback=http)\n", s.Message)
+			return nil, Unicast, nil
+		}
+		return nil, "", err
+	}
+	if s.Phase == status.Unicast {
+		j.printf("The server runs no multicast session; fetching the image over HTTP\n")
+		return nil, Unicast, nil
+	}
+	if len(s.Streams) == 0 {
+		return computed, Multicast, nil
+	}
+	listed, err := sessionStreams(s.Streams, computed)
+	if err != nil {
+		return nil, "", fmt.Errorf("the server's session (%s) does not match the image folder: %w", j.SessionURL, err)
+	}
+	return listed, Multicast, nil
+}
+
+// imgcastStreams is imgcast-server's layout of the partitions with images.
+func imgcastStreams(images []restore.PlannedPartition, portBase int) (map[int]stream, error) {
+	var files []layout.File
+	for _, pp := range images {
+		for _, pc := range pp.Image.Pieces {
+			files = append(files, layout.File{Name: pc.Name, Size: pc.Size})
+		}
+	}
+	ls, err := layout.Imgcast(files, portBase)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]stream{}
+	for _, s := range ls {
+		out[s.Partition] = stream{id: s.ID, port: s.Port}
+	}
+	return out, nil
+}
+
+// sessionStreams takes each partition's port from the streams the server
+// lists (untrusted: checked), and checks they carry the files this client
+// expects.
+func sessionStreams(listed []status.Stream, want map[int]stream) (map[int]stream, error) {
+	out := map[int]stream{}
+	for part, w := range want {
+		found := false
+		for _, s := range listed {
+			if s.Partition != part {
+				continue
+			}
+			if s.ID != w.id {
+				return nil, fmt.Errorf("it sends %q for partition %d, the image folder has %q", s.ID, part, w.id)
+			}
+			if s.Port < 1 || s.Port > 65534 {
+				return nil, fmt.Errorf("it lists port %d for partition %d", s.Port, part)
+			}
+			out[part] = stream{id: s.ID, port: s.Port}
+			found = true
+			break
+		}
+		if !found {
+			return nil, fmt.Errorf("it does not send partition %d (%s)", part, w.id)
+		}
+	}
+	return out, nil
+}
+
+// receiverConfig is the reception of partition p's stream.
+func (j *job) receiverConfig(p partition, progress func(receiver.Progress)) receiver.Config {
+	start := j.NextStartTimeout
+	if start == 0 {
+		start = DefaultNextStartTimeout
+	}
+	if p.index == 0 {
+		start = j.FirstStartTimeout
+	}
+	ttl := j.TTL
+	switch {
+	case !j.Rendezvous.IsValid():
+		ttl = 1 // keep the handshake on the broadcast address
+	case ttl == 0:
+		ttl = DefaultTTL
+	}
+	label := fmt.Sprintf("d1p%d: ", p.number)
+	return receiver.Config{
+		Port:           p.stream.port,
+		Interface:      j.Interface,
+		RendezvousAddr: j.Rendezvous,
+		TTL:            ttl,
+		StartTimeout:   start,
+		ReceiveTimeout: j.ReceiveTimeout,
+		Progress:       progress,
+		Logf:           func(format string, args ...any) { j.logf(label+format, args...) },
+	}
+}
+
+// noSender marks a reception no sender answered as ErrNoSender, keeping
+// the receiver's message ("no sender answered on 10.0.0.1:9001 within
+// 30s").
+func noSender(err error) error {
+	var st *receiver.StartTimeoutError
+	if errors.As(err, &st) && !st.Connected {
+		return noSenderError{err}
+	}
+	return err
+}
+
+type noSenderError struct{ err error }
+
+func (e noSenderError) Error() string   { return e.err.Error() }
+func (e noSenderError) Unwrap() []error { return []error{ErrNoSender, e.err} }
