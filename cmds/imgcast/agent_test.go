@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgcast/imgcast/internal/recovered"
 	"github.com/imgcast/imgcast/internal/testfs"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
@@ -173,5 +174,33 @@ func TestAgentCtrlCInterruptsThePhase(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the agent did not stop")
+	}
+}
+
+// A panic on a goroutine the agent started (lease renewal, driver
+// loading, the Ctrl-C handler) cancels the running phase and goes down
+// the failure path instead of crashing the machine into a kernel panic.
+func TestAgentBackgroundPanicGoesDownTheFailurePath(t *testing.T) {
+	var ta *testAgent
+	ta = newTestAgent(t, strings.NewReader(""), func(ctx context.Context, cfg netup.Config) (*netup.Network, error) {
+		recovered.Go("a background goroutine", ta.onPanic, func() {
+			var m map[string]int
+			m["boom"]++ // a bug
+		})
+		<-ctx.Done()
+		return nil, &netup.Diagnosis{Reason: "network bring-up was interrupted"}
+	})
+	done := make(chan error, 1)
+	go func() { done <- ta.run(context.Background(), "imgcast.after=poweroff imgcast.failwait=0") }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "internal error (a bug in imgcast) in a background goroutine") {
+			t.Errorf("err = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not stop")
+	}
+	if !strings.Contains(ta.out.String(), "*** imgcast FAILED ***") || len(ta.powers) != 1 || ta.powers[0] != power.PowerOff {
+		t.Errorf("powers %v, output:\n%s", ta.powers, ta.out.String())
 	}
 }
