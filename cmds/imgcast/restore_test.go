@@ -7,18 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgcast/imgcast/internal/testtools"
 )
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("IMGCAST_QUICK") != "" {
-				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-			}
-			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-		}
-	}
+	testtools.Require(t, tools...)
 }
 
 func sh(t *testing.T, script string, args ...string) {

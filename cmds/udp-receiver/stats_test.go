@@ -32,7 +32,7 @@ func TestStatsLine(t *testing.T) {
 		pos     int64
 		want    string
 	}{
-		// Lines observed from udpcast's receiver (spec §6.2).
+		// Lines observed from udpcast's receiver.
 		{163072, 3318 * time.Microsecond, -1, "bytes=     163 072  (393.18 Mbps)"},
 		{0, 0, -1, "bytes=" + strings.Repeat(" ", 15) + " (  0.00 Mbps)"},
 		{2053197, 545500 * time.Microsecond, 2701756, "bytes=  2 053 197  ( 30.11 Mbps)  2 701 756 "},

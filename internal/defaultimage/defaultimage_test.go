@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/testtools"
 	"github.com/imgcast/imgcast/pkg/server"
 )
 
@@ -16,11 +17,7 @@ import (
 // with the C tools (sgdisk, partclone.restore): the disk must come out
 // byte-identical to the reference, which is what the demo's cmp relies on.
 func TestImageRestoresToTheReference(t *testing.T) {
-	for _, tool := range []string{"sgdisk", "partclone.restore", "zstd", "pigz", "sha256sum"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-		}
-	}
+	testtools.Require(t, "sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "partclone.restore", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz", "sha256sum")
 	dir := t.TempDir()
 	img, ref := filepath.Join(dir, "images", "default"), filepath.Join(dir, "reference", "default.raw")
 	if err := Build(img, ref); err != nil {

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imgcast/imgcast/internal/defaultimage"
+	"github.com/imgcast/imgcast/internal/testtools"
 	"github.com/imgcast/imgcast/pkg/fogmc"
 	"github.com/imgcast/imgcast/pkg/layout"
 	"github.com/imgcast/imgcast/pkg/receiver"
@@ -46,11 +46,8 @@ func TestMain(m *testing.M) {
 func defaultImage(t *testing.T) (dir, ref string) {
 	t.Helper()
 	fixture.once.Do(func() {
-		for _, tool := range []string{"sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				fixture.err = fmt.Errorf("%s is not installed; run scripts/deps.sh", tool)
-				return
-			}
+		if _, fixture.err = testtools.Find("sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"); fixture.err != nil {
+			return
 		}
 		tmp, err := os.MkdirTemp("", "imaging-fixture-")
 		if err != nil {
@@ -63,7 +60,7 @@ func defaultImage(t *testing.T) (dir, ref string) {
 		fixture.err = defaultimage.Build(fixture.dir, fixture.ref)
 	})
 	if fixture.err != nil {
-		t.Fatalf("default image: %v", fixture.err)
+		testtools.Missing(t, fmt.Errorf("default image: %w", fixture.err))
 	}
 	return fixture.dir, fixture.ref
 }

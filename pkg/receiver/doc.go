@@ -1,7 +1,8 @@
 // Package receiver implements the receiving side of the UDPcast protocol,
 // compatible with udpcast's udp-sender (version 20120424, as FOG and
-// Clonezilla servers run it). The protocol is described in
-// shared/docs/udpcast-protocol.md.
+// Clonezilla servers run it). The protocol is udpcast's own, defined by its
+// source (https://www.udpcast.linux.lu/); the comments say what each
+// message and field means where it is used.
 //
 // Receive joins a session and writes the stream to an io.Writer:
 //

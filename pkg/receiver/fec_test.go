@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The test vector of the protocol spec (§5.2): S=1, n=3, R=2, 4-byte blocks.
+// A worked example of udpcast's FEC: S=1, n=3, R=2, 4-byte blocks.
 func specVector(t *testing.T) (data, parity [][]byte) {
 	data = [][]byte{unhex(t, "01020304"), unhex(t, "10203040"), unhex(t, "ff00aa55")}
 	parity = [][]byte{unhex(t, "3964af3a"), unhex(t, "3def6574")}
@@ -26,7 +26,7 @@ func TestFECEncodeSpecVector(t *testing.T) {
 	}
 }
 
-// Coefficients inv((128+r) XOR 0) for r = 0..7, from the spec.
+// Coefficients inv((128+r) XOR 0) for r = 0..7 in GF(2^8), worked out by hand.
 func TestFECCoefficients(t *testing.T) {
 	want := unhex(t, "1b54a11d7ccce4b0")
 	got := make([][]byte, 8)

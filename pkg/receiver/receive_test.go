@@ -22,7 +22,7 @@ import (
 // These tests run the library against the real udp-sender over the
 // loopback interface of the test's own network namespace, which needs
 // neither root nor a lab network (udpcast's sender then "broadcasts" to
-// 127.0.0.1 and sends data by unicast, as in the spec's run R).
+// 127.0.0.1 and sends data by unicast).
 
 func requireSender(t *testing.T) {
 	t.Helper()

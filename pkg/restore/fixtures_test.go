@@ -11,23 +11,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/imgcast/imgcast/internal/testtools"
 )
 
 // Fixtures are made at test time with the Debian tools (scripts/deps.sh
 // installs them). A missing tool fails the test; IMGCAST_QUICK=1 skips it.
 func needTools(t testing.TB, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err2 := os.Stat("/usr/sbin/" + tool); err2 == nil {
-				continue
-			}
-			if os.Getenv("IMGCAST_QUICK") != "" {
-				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-			}
-			t.Fatalf("%s is not installed; run scripts/deps.sh (make deps)", tool)
-		}
-	}
+	testtools.Require(t, tools...)
 }
 
 var fixtureDir string

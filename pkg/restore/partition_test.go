@@ -80,7 +80,9 @@ func TestRealImages(t *testing.T) {
 	}
 }
 
-// The checksum variants of §7.2, read by partclone.restore and by us.
+// Images partclone writes with other checksum options (-a0 none, -k blocks
+// per checksum, -K no reseed, -z buffer size), read by partclone.restore
+// and by us.
 func TestChecksumVariants(t *testing.T) {
 	f := getFixture(t, "ext4-4k")
 	want := reference(t, f.pcl, f.size)
@@ -98,7 +100,7 @@ func TestChecksumVariants(t *testing.T) {
 }
 
 // Formats Debian's partclone cannot write (format 0001, XXH64, XXH128),
-// built from the ext4 fixture with the spec encoder.
+// built from the ext4 fixture with the test encoder (internal/pclenc).
 func TestSyntheticFormats(t *testing.T) {
 	f := getFixture(t, "ext4-1k")
 	want := reference(t, f.pcl, f.size)

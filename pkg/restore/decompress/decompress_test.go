@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/imgcast/imgcast/pkg/restore/decompress"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/imgcast/imgcast/internal/testtools"
+	"github.com/imgcast/imgcast/pkg/restore/decompress"
 )
 
 func payload() []byte {
@@ -89,9 +91,7 @@ func TestRealTools(t *testing.T) {
 		{"gzip", []string{"-c"}},
 	} {
 		t.Run(tc.tool, func(t *testing.T) {
-			if _, err := exec.LookPath(tc.tool); err != nil {
-				t.Fatalf("%s is not installed; run scripts/deps.sh", tc.tool)
-			}
+			testtools.Require(t, tc.tool)
 			cmd := exec.Command(tc.tool, tc.args...)
 			cmd.Stdin = bytes.NewReader(p)
 			out, err := cmd.Output()

@@ -14,7 +14,7 @@ import (
 type ChecksumMode uint16
 
 // Checksum modes. ChecksumV1 is never stored: it labels format 0001 images,
-// whose per-block CRC only ever looks at each block's first byte (§3.3).
+// whose per-block CRC only ever looks at each block's first byte.
 const (
 	ChecksumNone   ChecksumMode = 0x00
 	ChecksumCRC32  ChecksumMode = 0x20
@@ -54,14 +54,14 @@ func (m ChecksumMode) Size() int {
 
 // CRC32 is partclone's CRC-32: the reflected IEEE CRC without the final
 // complement, so a fresh value is the complement of the standard one
-// (§2.6). It continues from reg, which starts as 0xFFFFFFFF.
+// It continues from reg, which starts as 0xFFFFFFFF.
 func CRC32(reg uint32, p []byte) uint32 {
 	return ^crc32.Update(^reg, crc32.IEEETable, p)
 }
 
 // V1BlockCRC advances format 0001's CRC register over one block of size
 // blockSize that starts with firstByte: the buggy original fed the block's
-// first byte blockSize times (§3.3).
+// first byte blockSize times.
 func V1BlockCRC(reg uint32, firstByte byte, blockSize int) uint32 {
 	for range blockSize {
 		reg = crc32.IEEETable[byte(reg)^firstByte] ^ (reg >> 8)
@@ -120,7 +120,7 @@ func (s *xxh64Summer) sum(dst []byte) []byte {
 func (s *xxh64Summer) reset() { s.d.Reset() }
 
 // xxh128Summer stores XXH3-128 low half first, both halves little-endian
-// (§2.6), i.e. the byte reverse of the canonical form.
+// i.e. the byte reverse of the canonical form.
 type xxh128Summer struct{ h *xxh3.Hasher }
 
 func (s *xxh128Summer) add(p []byte) { s.h.Write(p) }

@@ -5,6 +5,7 @@
 // Reader hands out batches of verified used blocks together with the block
 // numbers they belong at, and the caller decides where to write them.
 //
-// The format is described in shared/docs/partclone-format.md; section
-// numbers in comments refer to it.
+// The format is partclone's own, defined by its source (src/partclone.h
+// and src/checksum.c at https://github.com/Thomas-Tsai/partclone); the
+// comments state each rule of it the decoder relies on.
 package partclone

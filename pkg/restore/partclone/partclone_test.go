@@ -13,7 +13,8 @@ import (
 	"github.com/imgcast/imgcast/pkg/restore/partclone"
 )
 
-// Test vectors from the format specification (§2.6, §3.3).
+// Test vectors of partclone's checksums: CRC-32 without the final
+// complement, format 0001's first-byte CRC, the XXH byte orders.
 func TestChecksumVectors(t *testing.T) {
 	if got := partclone.CRC32(0xFFFFFFFF, []byte("123456789")); got != 0x340BC6D9 {
 		t.Errorf("CRC32(123456789) = %08x, want 340bc6d9", got)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/testtools"
 	"github.com/imgcast/imgcast/pkg/restore/ptable"
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
 )
@@ -51,11 +52,7 @@ sector-size: 4096
 
 func need(t *testing.T, cmds ...string) {
 	t.Helper()
-	for _, c := range cmds {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Fatalf("%s is not installed; run scripts/deps.sh", c)
-		}
-	}
+	testtools.Require(t, cmds...)
 }
 
 // patterned makes a disk image whose first and last 2 MiB (where tables

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/testtools"
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
 )
 
@@ -103,9 +104,7 @@ func TestParseErrors(t *testing.T) {
 
 // Dumps written by the real sfdisk parse to what sfdisk was told.
 func TestParseRealDumps(t *testing.T) {
-	if _, err := exec.LookPath("sfdisk"); err != nil {
-		t.Fatal("sfdisk is not installed; run scripts/deps.sh")
-	}
+	testtools.Require(t, "sfdisk")
 	for _, script := range []string{dosDump, gptDump} {
 		img := filepath.Join(t.TempDir(), "disk.img")
 		if err := os.WriteFile(img, nil, 0o644); err != nil {
