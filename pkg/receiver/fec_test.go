@@ -26,7 +26,7 @@ func TestFECEncodeSpecVector(t *testing.T) {
 	}
 }
 
-// Coefficients inv((128+r) XOR 0) for r = 0..7 in GF(2^8), worked out by hand.
+// Coefficients inv((128+r) XOR 0) for r = 0..7 in GF(2^8).
 func TestFECCoefficients(t *testing.T) {
 	want := unhex(t, "1b54a11d7ccce4b0")
 	got := make([][]byte, 8)
