@@ -22,11 +22,11 @@ check:
 	if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## test: everything, including the namespace and QEMU tests (needs root).
-## Packages run one at a time: the VM and network tests measure the same two
-## cores and must not compete with each other.
+## test: everything, including the namespace and QEMU tests (needs root),
+## with the race detector on. Packages run one at a time: the VM and network
+## tests measure the same two cores and must not compete with each other.
 test: deps check
-	$(GO) test -p 1 -count=1 -timeout 80m ./...
+	$(GO) test -race -p 1 -count=1 -timeout 80m ./...
 
 ## test-quick: unit tests only (skips namespace and VM tests).
 test-quick: check

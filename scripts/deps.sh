@@ -35,6 +35,9 @@ declare -A want=(
   [sysctl]=procps
   [cmp]=diffutils
   [losetup]=mount
+  # go test -race needs cgo: a C compiler and the C library's headers
+  [gcc]=gcc
+  [/usr/include/stdio.h]=libc6-dev
 )
 
 missing=()
