@@ -59,6 +59,7 @@ func TestMain(m *testing.M) {
 	if labBinaries.dir != "" {
 		os.RemoveAll(labBinaries.dir)
 	}
+	defaultimage.RemoveShared()
 	os.Exit(code)
 }
 

@@ -26,34 +26,6 @@ import (
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// wiringImage is the default image, built once for the wiring test.
-var wiringImage struct {
-	once     sync.Once
-	dir, ref string
-	err      error
-}
-
-func defaultImageForWiring(t *testing.T) (dir, ref string) {
-	t.Helper()
-	w := &wiringImage
-	w.once.Do(func() {
-		if _, w.err = testtools.Find("sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"); w.err != nil {
-			return
-		}
-		tmp, err := os.MkdirTemp("", "imgcast-wiring-")
-		if err != nil {
-			w.err = err
-			return
-		}
-		w.dir, w.ref = filepath.Join(tmp, "images", "default"), filepath.Join(tmp, "reference.raw")
-		w.err = defaultimage.Build(w.dir, w.ref)
-	})
-	if w.err != nil {
-		testtools.Missing(t, w.err)
-	}
-	return w.dir, w.ref
-}
-
 // TestAgentWiring drives the agent from a kernel command line to the
 // calls it makes, with fakes for the network, the disk and the multicast
 // receiver: the disk wait gets the named disk and its timeout (defect 1),
@@ -62,7 +34,10 @@ func defaultImageForWiring(t *testing.T) (dir, ref string) {
 // with imgcast.ttl (defect 3), and the ready/done reports name the disk
 // chosen (defect 4).
 func TestAgentWiring(t *testing.T) {
-	dir, ref := defaultImageForWiring(t)
+	dir, ref, err := defaultimage.Shared(testtools.Find)
+	if err != nil {
+		testtools.Missing(t, err)
+	}
 	var reportsMu sync.Mutex
 	var reports []status.Report
 	mux := http.NewServeMux()

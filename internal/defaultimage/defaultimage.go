@@ -7,9 +7,11 @@ package defaultimage
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 )
 
 // Layout of the default disk.
@@ -38,4 +40,39 @@ func Build(imageDir, reference string) error {
 		return fmt.Errorf("building the default image: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// Tools are the commands Build needs (scripts/deps.sh installs them).
+var Tools = []string{"sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"}
+
+var shared struct {
+	once     sync.Once
+	tmp      string
+	dir, ref string
+	err      error
+}
+
+// Shared builds the default image once per process, in a temporary
+// directory, and returns its folder and reference disk; tests must not
+// change them. find locates the tools (testtools.Find), so a missing one
+// is reported before anything runs. RemoveShared deletes it (TestMain).
+func Shared(find func(tools ...string) ([]string, error)) (dir, ref string, err error) {
+	shared.once.Do(func() {
+		if _, shared.err = find(Tools...); shared.err != nil {
+			return
+		}
+		if shared.tmp, shared.err = os.MkdirTemp("", "imgcast-default-image-"); shared.err != nil {
+			return
+		}
+		shared.dir, shared.ref = filepath.Join(shared.tmp, "images", "default"), filepath.Join(shared.tmp, "reference.raw")
+		shared.err = Build(shared.dir, shared.ref)
+	})
+	return shared.dir, shared.ref, shared.err
+}
+
+// RemoveShared removes what Shared built.
+func RemoveShared() {
+	if shared.tmp != "" {
+		os.RemoveAll(shared.tmp)
+	}
 }

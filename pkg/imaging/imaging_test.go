@@ -26,43 +26,21 @@ import (
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// fixture is the default image (a GPT disk with ext4 and FAT32, captured
-// FOG-style) and the raw disk it was captured from, built once.
-var fixture struct {
-	once      sync.Once
-	dir, ref  string
-	err       error
-	cleanupFn func()
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fixture.cleanupFn != nil {
-		fixture.cleanupFn()
-	}
+	defaultimage.RemoveShared()
 	os.Exit(code)
 }
 
+// defaultImage is the default image (a GPT disk with ext4 and FAT32,
+// captured FOG-style) and the raw disk it was captured from, built once.
 func defaultImage(t *testing.T) (dir, ref string) {
 	t.Helper()
-	fixture.once.Do(func() {
-		if _, fixture.err = testtools.Find("sgdisk", "sfdisk", "partclone.extfs", "partclone.fat32", "mkfs.ext4", "mkfs.vfat", "mcopy", "zstd", "pigz"); fixture.err != nil {
-			return
-		}
-		tmp, err := os.MkdirTemp("", "imaging-fixture-")
-		if err != nil {
-			fixture.err = err
-			return
-		}
-		fixture.cleanupFn = func() { os.RemoveAll(tmp) }
-		fixture.dir = filepath.Join(tmp, "images", "default")
-		fixture.ref = filepath.Join(tmp, "reference.raw")
-		fixture.err = defaultimage.Build(fixture.dir, fixture.ref)
-	})
-	if fixture.err != nil {
-		testtools.Missing(t, fmt.Errorf("default image: %w", fixture.err))
+	dir, ref, err := defaultimage.Shared(testtools.Find)
+	if err != nil {
+		testtools.Missing(t, fmt.Errorf("default image: %w", err))
 	}
-	return fixture.dir, fixture.ref
+	return dir, ref
 }
 
 // copyImage copies the image folder so a test may damage its copy.
