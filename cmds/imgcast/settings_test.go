@@ -12,8 +12,12 @@ import (
 func TestParseSettings(t *testing.T) {
 	def := defaultSettings()
 	if def.PortBase != 9000 || def.Mode != ModeMulticast || def.After != AfterReboot ||
-		def.LinkTimeout != 15*time.Second || def.DHCPTimeout != 30*time.Second || def.FailWait != time.Minute || def.DiskTimeout != 10*time.Second {
+		def.LinkTimeout != 15*time.Second || def.DHCPTimeout != 30*time.Second || def.FailWait != time.Minute || def.DiskTimeout != 10*time.Second ||
+		def.StartTimeout != 10*time.Minute || def.NextStartTimeout != time.Minute || def.TTL != 32 {
 		t.Fatalf("defaults: %+v", def)
+	}
+	if _, err := parseSettings("imgcast.ttl=0"); err == nil {
+		t.Error("imgcast.ttl=0 accepted")
 	}
 	for _, tt := range []struct {
 		name    string
