@@ -89,7 +89,7 @@ func runImaging(ctx context.Context, cfg imaging.Config) error {
 		cfg.Logf("partition %d (%s, %s): %d bytes received in %s, wire %.1f MB/s, disk %.1f MB/s",
 			p.Partition, p.File, p.Transfer, p.Received, p.Elapsed.Round(time.Millisecond), p.WireRate()/1e6, p.DiskRate()/1e6)
 	}
-	cfg.Logf("image written to %s in %s (%s)", res.Disk, res.Elapsed.Round(time.Millisecond), res.Transfer)
+	cfg.Logf("image written to %s in %s (%s)", res.Disk.Path, res.Elapsed.Round(time.Millisecond), res.Transfer)
 	return nil
 }
 

@@ -139,7 +139,7 @@ func TestAgentWiring(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"d1p1: Connected as #1 to 127.0.0.1:9101", "d1p2: Connected as #2 to 127.0.0.1:9101",
-		"disk: " + disk + " 100 MiB (serial wire-1)"} {
+		"disk: " + disk + " 100 MiB (serial wire-1)", "image written to " + disk + " in "} {
 		if !strings.Contains(console, want) {
 			t.Errorf("console lacks %q:\n%s", want, console)
 		}
