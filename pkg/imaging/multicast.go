@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/layout"
@@ -137,7 +138,13 @@ func (j *job) receiverConfig(p partition, progress func(receiver.Progress)) rece
 		StartTimeout:   start,
 		ReceiveTimeout: j.ReceiveTimeout,
 		Progress:       progress,
-		Logf:           func(format string, args ...any) { j.logf(label+format, args...) },
+		Logf: func(format string, args ...any) {
+			if strings.HasPrefix(format, "received message") {
+				j.debugf(label+format, args...) // the sender's capabilities: a detail
+				return
+			}
+			j.logf(label+format, args...)
+		},
 	}
 }
 
