@@ -66,6 +66,7 @@ func (a *agent) diskWait() inventory.DiskWait {
 	if a.drivers != nil {
 		w.Changed = a.drivers.Changed
 		w.Loaded = a.drivers.Settled()
+		w.LastChange = a.drivers.LastChange
 	}
 	return w
 }

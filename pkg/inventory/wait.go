@@ -35,6 +35,11 @@ type DiskWait struct {
 	// Loaded is closed once the modules for the devices present at boot
 	// are loaded (kmod.Drivers.Settled); nil when nothing is loading.
 	Loaded <-chan struct{}
+	// LastChange, if set, says when the last device event came
+	// (kmod.Drivers.LastChange), so a settle window that passed before
+	// the wait began is not waited for again. Nil: the window starts with
+	// the wait.
+	LastChange func() time.Time
 }
 
 // WaitDisk returns the disk to write for an image of minSize bytes.
@@ -57,8 +62,12 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 	defer deadline.Stop()
 	loaded := w.Loaded
 	var last string // the disks as last seen
+	looked := false
 	lastChange := time.Now()
-	settleTimer := time.NewTimer(settle)
+	if w.LastChange != nil {
+		lastChange = w.LastChange()
+	}
+	settleTimer := time.NewTimer(settle - time.Since(lastChange))
 	defer settleTimer.Stop()
 	for {
 		var wake <-chan struct{}
@@ -75,9 +84,12 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 				return d, nil
 			}
 		} else {
-			if seen := disksKey(disks); seen != last {
-				last, lastChange = seen, time.Now()
-				settleTimer.Reset(settle)
+			if seen := disksKey(disks); !looked || seen != last {
+				if looked {
+					lastChange = time.Now()
+					settleTimer.Reset(settle)
+				}
+				last, looked = seen, true
 			}
 			loadedDone := loaded == nil || isClosed(loaded)
 			if loadedDone && loaded != nil {

@@ -141,6 +141,33 @@ func TestWaitDiskWaitsForDriversAndSettles(t *testing.T) {
 	})
 }
 
+// Disks that settled before the wait began are not waited for again; a
+// disk appearing during the wait restarts the window.
+func TestWaitDiskSettledBefore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		root := emptyRoot(t)
+		addDisk(t, root, "sda", "2097152")
+		lastEvent := time.Now()
+		time.Sleep(5 * time.Second)
+		start := time.Now()
+		d, err := DiskWait{Root: root, Timeout: 10 * time.Second, LastChange: func() time.Time { return lastEvent }}.WaitDisk(context.Background(), 1<<20)
+		if err != nil || d.Name != "sda" || time.Since(start) != 0 {
+			t.Fatalf("WaitDisk = %s, %v after %s; want sda at once", d.Name, err, time.Since(start))
+		}
+
+		root = emptyRoot(t)
+		ev := newEvents()
+		res := waitInBackground(DiskWait{Root: root, Timeout: 10 * time.Second, Changed: ev.Changed, LastChange: func() time.Time { return lastEvent }}, 1<<20)
+		time.Sleep(200 * time.Millisecond)
+		addDisk(t, root, "sdb", "2097152")
+		ev.fire()
+		r := <-res
+		if r.err != nil || r.d.Name != "sdb" || r.at != 200*time.Millisecond+DefaultSettle {
+			t.Fatalf("WaitDisk = %s, %v after %s; want sdb a settle window after it appeared", r.d.Name, r.err, r.at)
+		}
+	})
+}
+
 // Defect 1: a named disk is waited for (on device events) and its size
 // checked.
 func TestWaitDiskNamed(t *testing.T) {

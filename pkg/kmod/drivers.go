@@ -31,12 +31,13 @@ type Drivers struct {
 
 	settled chan struct{}
 
-	mu      sync.Mutex
-	changed chan struct{}       // closed and replaced on every device event
-	tried   map[string]bool     // module names handed to the loader
-	devices map[string][]string // modalias -> matching modules
-	started time.Time
-	took    time.Duration
+	mu        sync.Mutex
+	changed   chan struct{}       // closed and replaced on every device event
+	lastEvent time.Time           // when changed was last closed
+	tried     map[string]bool     // module names handed to the loader
+	devices   map[string][]string // modalias -> matching modules
+	started   time.Time
+	took      time.Duration
 }
 
 // Start starts loading drivers in the background and returns at once.
@@ -48,6 +49,7 @@ func (d *Drivers) Start(ctx context.Context) {
 	d.tried = map[string]bool{}
 	d.devices = map[string][]string{}
 	d.started = time.Now()
+	d.lastEvent = d.started
 	if d.Sysfs == "" {
 		d.Sysfs = "/sys"
 	}
@@ -88,8 +90,17 @@ func (d *Drivers) Changed() <-chan struct{} {
 	return d.changed
 }
 
+// LastChange is when the last device event came (the start of loading
+// before any).
+func (d *Drivers) LastChange() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastEvent
+}
+
 func (d *Drivers) signalChange() {
 	d.mu.Lock()
+	d.lastEvent = time.Now()
 	close(d.changed)
 	d.changed = make(chan struct{})
 	d.mu.Unlock()
