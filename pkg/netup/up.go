@@ -222,7 +222,8 @@ loop:
 			w := newCarrierWaiter(a.Index)
 			waiters[a.Index] = w
 			pending++
-			go func() { results <- u.work(workCtx, nic, w, 100+len(waiters)) }()
+			metric := 100 + len(waiters) // read here: waiters is the loop's
+			go func() { results <- u.work(workCtx, nic, w, metric) }()
 		case a := <-results:
 			pending--
 			attempts = append(attempts, a)
