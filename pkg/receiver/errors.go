@@ -79,17 +79,3 @@ func errorf(kind error, format string, args ...any) error {
 func wrapf(kind, cause error, format string, args ...any) error {
 	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...), cause: cause}
 }
-
-// humanBytes renders n as 1.2 GiB, 34.0 MiB, 512 B.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}

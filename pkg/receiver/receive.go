@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/imgcast/imgcast/internal/bytesize"
 )
 
 // Receive joins a udpcast session, writes the stream to w, and returns once
@@ -186,7 +188,7 @@ func (s *session) readBatch(deadline time.Time) (int, error) {
 }
 
 func (s *session) cancelled() error {
-	return wrapf(s.ctx.Err(), context.Cause(s.ctx), "reception cancelled after %s", humanBytes(s.prog.Received))
+	return wrapf(s.ctx.Err(), context.Cause(s.ctx), "reception cancelled after %s", bytesize.Format(s.prog.Received))
 }
 
 func (s *session) sendTo(b []byte, to *net.UDPAddr) {
@@ -430,7 +432,7 @@ func (s *session) receive() error {
 				return &StartTimeoutError{Addr: s.sender, Timeout: s.cfg.StartTimeout, Connected: true}
 			}
 			return errorf(ErrReceiveTimeout, "sender %s went silent after %s (nothing received for %s)",
-				s.sender, humanBytes(s.prog.Received), s.cfg.ReceiveTimeout)
+				s.sender, bytesize.Format(s.prog.Received), s.cfg.ReceiveTimeout)
 		}
 	}
 	return s.finish()
@@ -499,7 +501,7 @@ func (s *session) housekeeping() error {
 	s.t.flushDeferred()
 	s.out.wantWake.Store(s.finishing || len(s.t.deferred) > 0)
 	if err := s.out.failure(); err != nil {
-		return wrapf(ErrWrite, err, "output failed after %s", humanBytes(s.out.written.Load()))
+		return wrapf(ErrWrite, err, "output failed after %s", bytesize.Format(s.out.written.Load()))
 	}
 	return nil
 }
@@ -616,7 +618,7 @@ func (s *session) newSlice(num int32, bytes int) (*slice, error) {
 		case <-s.out.freedSignal:
 		case <-s.out.done:
 			if err := s.out.failure(); err != nil {
-				return nil, wrapf(ErrWrite, err, "output failed after %s", humanBytes(s.out.written.Load()))
+				return nil, wrapf(ErrWrite, err, "output failed after %s", bytesize.Format(s.out.written.Load()))
 			}
 			s.pool.reclaim(s.out)
 			s.pool.queued = 0 // nothing will come back any more
