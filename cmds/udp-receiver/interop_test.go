@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -484,11 +485,11 @@ func TestHelperGarbage(t *testing.T) {
 	}
 	var dsts []*net.UDPAddr
 	for _, a := range strings.Split(to, ",") {
-		ua, err := net.ResolveUDPAddr("udp4", a)
+		ap, err := netip.ParseAddrPort(a) // literal addresses only: never a name lookup
 		if err != nil {
 			t.Fatal(err)
 		}
-		dsts = append(dsts, ua)
+		dsts = append(dsts, net.UDPAddrFromAddrPort(ap))
 	}
 	// From the sender's port (9001): everything but HELLO and
 	// CONNECT_REPLY, which a receiver cannot tell from a real sender's
