@@ -77,9 +77,18 @@ type proc struct {
 
 func startProc(t *testing.T, h *lab.Host, name, out string, stdin *os.File, prog string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: out, stderr: &lab.Output{}, done: make(chan struct{})}
-	p.cmd = h.Command(context.Background(), prog, args...)
+	return startCmd(t, name, out, stdin, h.Command(context.Background(), prog, args...))
+}
+
+// startCmd starts cmd as a proc, killed when the test ends.
+func startCmd(t *testing.T, name, out string, stdin *os.File, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, out: out, stderr: &lab.Output{}, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stderr = p.stderr
+	if p.cmd.WaitDelay == 0 {
+		// A killed program's children (--pipe) may hold its stderr open.
+		p.cmd.WaitDelay = time.Second
+	}
 	if stdin != nil {
 		p.cmd.Stdin = stdin
 	}
