@@ -803,14 +803,11 @@ func (s *session) finish() error {
 
 // transferEnv, continued.
 
-func (s *session) alloc(n int, wait bool) ([]byte, error) {
+func (s *session) alloc(n int) ([]byte, error) {
 	for {
 		s.pool.reclaim(s.out)
 		if b := s.pool.take(n); b != nil {
 			return b, nil
-		}
-		if !wait {
-			return nil, nil
 		}
 		if s.pool.queued == 0 {
 			// The window alone never needs more than the limit; the

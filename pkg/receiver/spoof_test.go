@@ -3,9 +3,13 @@ package receiver
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgcast/imgcast/pkg/receiver/receivertest"
 )
 
 // stripeTooLong is the packet sequence that crashed the receiver: a slice
@@ -80,7 +84,8 @@ func TestTransferLeftBehind(t *testing.T) {
 		{"one ahead then 3 s without a word about slice 0", false, [][]byte{reqAckPacket(2, 0, 0)}, aheadQuiet, ErrDropped},
 		{"one ahead then 2 s of quiet", false, [][]byte{reqAckPacket(2, 0, 0)}, 2 * time.Second, nil},
 		{"quiet alone", false, nil, time.Minute, nil},
-		{"--ignore-lost-data: eight ahead deliver slice 0 with a hole", true, repeat(8, dataPacket(2, 0, 8, blk)), 0, nil},
+		{"--ignore-lost-data: one two slices ahead delivers slice 0 with a hole", true, [][]byte{dataPacket(2, 0, 8, blk)}, 0, nil},
+		{"--ignore-lost-data: one far ahead is not enough", true, [][]byte{dataPacket(9, 0, 8, blk)}, 0, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,10 +114,15 @@ func TestTransferLeftBehind(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 			if tc.ignoreLost {
-				// Slice 0 went out with its hole zeroed; slice 2's DATA,
-				// kept while the evidence gathered, waits for slice 1.
-				if len(env.delivered) != 1 || env.out.String() != "abcdefgh"+strings.Repeat("\x00", 8) || tr.cur[1] == nil || !tr.cur[1].complete() {
-					t.Fatalf("delivered %v %q; slice 2 kept: %v", env.delivered, env.out.String(), tr.cur[1] != nil)
+				// Slice 0 went out with its hole zeroed, and slice 2's
+				// DATA waits for slice 1; not for a single packet further
+				// ahead.
+				wantOut := "abcdefgh" + strings.Repeat("\x00", 8)
+				if tc.pkts[0][7] == 9 {
+					wantOut = ""
+				}
+				if env.out.String() != wantOut {
+					t.Fatalf("delivered %v %q, want %q", env.delivered, env.out.String(), wantOut)
 				}
 			}
 		})
@@ -227,8 +237,10 @@ func TestTransferAllocatesOnlyForPayload(t *testing.T) {
 	const bs = 1000
 	env := newFakeEnv(bs)
 	tr := newTestTransfer(env, 0, false, false)
-	// Headers alone (REQACKs, also far ahead) cost no slice memory.
-	for _, p := range [][]byte{reqAckPacket(0, 1024*bs, 0), reqAckPacket(1, 1024*bs, 0), reqAckPacket(2, 1024*bs, 0)} {
+	// Headers alone (REQACKs, also ahead) cost no slice memory, and
+	// neither do payloads for a slice the receiver cannot take yet.
+	for _, p := range [][]byte{reqAckPacket(0, 1024*bs, 0), reqAckPacket(1, 1024*bs, 0), reqAckPacket(2, 1024*bs, 0),
+		dataPacket(2, 0, 1024*bs, make([]byte, bs))} {
 		if err := feed(tr, p); err != nil {
 			t.Fatal(err)
 		}
@@ -236,15 +248,11 @@ func TestTransferAllocatesOnlyForPayload(t *testing.T) {
 	if env.held != 0 {
 		t.Fatalf("%d bytes held for slices nothing was received of", env.held)
 	}
-	// The slice after next is stored only if memory is to spare.
-	env.limit = 2 * 1024 * bs
-	for _, n := range []int32{0, 1, 2} {
-		if err := feed(tr, dataPacket(n, 0, 1024*bs, make([]byte, bs))); err != nil {
-			t.Fatal(err)
-		}
+	if err := feed(tr, dataPacket(1, 0, 1024*bs, make([]byte, bs))); err != nil {
+		t.Fatal(err)
 	}
-	if env.held != 2*1024*bs || tr.cur[2].buf != nil {
-		t.Fatalf("held %d, slice 2 stored: %v", env.held, tr.cur[2].buf != nil)
+	if env.held != 1024*bs {
+		t.Fatalf("held %d for one slice of %d", env.held, 1024*bs)
 	}
 }
 
@@ -269,5 +277,119 @@ func TestPoolLimitIsHard(t *testing.T) {
 	d := p.take(900)
 	if d == nil || p.held+p.freeBytes > p.limit {
 		t.Fatalf("held %d + free %d over %d", p.held, p.freeBytes, p.limit)
+	}
+}
+
+// An --async sender without FEC announces the end with exactly two
+// REQACKs and waits for nobody. Whatever the loss, a receiver must then
+// finish: with --ignore-lost-data with the whole length, without it
+// complete or dropped, never waiting for slices that will not come.
+func TestTransferAsyncEndWithLoss(t *testing.T) {
+	const bs = 1456
+	for seed := range 40 {
+		for _, ignoreLost := range []bool{true, false} {
+			rng := rand.New(rand.NewPCG(uint64(seed), 5))
+			data := randomBytes(rng, 3_000_000) // slices of 1024, 1024 and 12 blocks, the end
+			env := newFakeEnv(bs)
+			tr := newTestTransfer(env, 0, false, ignoreLost)
+			tr.noAcks = true
+			var pkts [][]byte
+			slices := receivertest.Slices(data, 1024*bs)
+			for k, sl := range slices {
+				pkts = append(pkts, receivertest.DataPackets(int32(k), sl, bs)...)
+			}
+			end := int32(len(slices))
+			pkts = append(pkts, reqAckPacket(end, 0, 0), reqAckPacket(end, 0, 1))
+			now, endHeard := clock, false
+			var err error
+			for i, p := range pkts {
+				now = now.Add(50 * time.Microsecond)
+				if rng.Float64() < 0.03 {
+					continue
+				}
+				endHeard = endHeard || i >= len(pkts)-2
+				if err = feedAt(tr, p, now); err != nil {
+					break
+				}
+			}
+			for i := 0; err == nil && i < 100 && !tr.ended; i++ {
+				now = now.Add(100 * time.Millisecond)
+				if d := tr.deadline(); !d.IsZero() && !now.Before(d) {
+					err = tr.tick(now)
+				}
+			}
+			switch {
+			case !endHeard:
+				// Nothing says the stream ended: waiting is right.
+			case err != nil && (ignoreLost || !errors.Is(err, ErrDropped)):
+				t.Fatalf("seed %d ignoreLost=%v: %v", seed, ignoreLost, err)
+			case err == nil && !tr.ended:
+				t.Fatalf("seed %d ignoreLost=%v: still waiting at slice %d after the end", seed, ignoreLost, tr.next)
+			case tr.ended && ignoreLost && env.out.Len() != len(data):
+				t.Fatalf("seed %d: --ignore-lost-data delivered %d bytes of %d", seed, env.out.Len(), len(data))
+			case tr.ended && !ignoreLost && !bytes.Equal(env.out.Bytes(), data):
+				t.Fatalf("seed %d: ended with wrong output", seed)
+			}
+		}
+	}
+}
+
+// A receiver may join a --streaming sender at any packet: it writes a
+// suffix of the stream that starts at a slice boundary (possibly empty),
+// never a stream with a slice missing.
+func TestTransferStreamingJoinAnywhere(t *testing.T) {
+	const bs, stripes, redundancy = 64, 8, 8
+	rng := rand.New(rand.NewPCG(1, 1))
+	// The tail of a file as udp-sender cuts it: full slices, what was
+	// read when the input ran short, the rest, a remainder under a block.
+	var data []byte
+	var starts []int
+	var pkts [][]byte
+	for k, n := range []int{1024 * bs, 1024 * bs, 342 * bs, 32 * bs, 11} {
+		sl := randomBytes(rng, n)
+		starts = append(starts, len(data))
+		data = append(data, sl...)
+		pkts = append(pkts, receivertest.DataPackets(int32(k), sl, bs)...)
+		codec := newFECCodec(bs)
+		parity := make([][][]byte, stripes)
+		for st := range stripes {
+			var stripe [][]byte
+			for b := st; b*bs < n; b += stripes {
+				blk := make([]byte, bs)
+				copy(blk, sl[b*bs:min(n, (b+1)*bs)])
+				stripe = append(stripe, blk)
+			}
+			parity[st] = make([][]byte, redundancy)
+			if len(stripe) > 0 {
+				if err := codec.encode(stripe, parity[st]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for f := range stripes * redundancy { // in udp-sender's order
+			p := parity[f%stripes][f/stripes]
+			if p == nil {
+				p = make([]byte, bs)
+			}
+			pkts = append(pkts, fecPacket(int32(k), stripes, f, n, p))
+		}
+	}
+	for f := range stripes * redundancy {
+		pkts = append(pkts, fecPacket(5, stripes, f, 0, make([]byte, bs)))
+	}
+	starts = append(starts, len(data))
+	for first := 0; first < len(pkts); first += 3 {
+		env := newFakeEnv(bs)
+		tr := newTestTransfer(env, 0, true, false)
+		tr.noAcks = true
+		for _, p := range pkts[first:] {
+			if err := feed(tr, p); err != nil {
+				t.Fatalf("joined at packet %d: %v", first, err)
+			}
+		}
+		got := env.out.Bytes()
+		if !tr.ended || !bytes.HasSuffix(data, got) || !slices.Contains(starts, len(data)-len(got)) {
+			t.Fatalf("joined at packet %d: ended=%v, %d bytes: not a suffix from a slice boundary", first, tr.ended, len(got))
+		}
 	}
 }

@@ -11,9 +11,9 @@ type transferEnv interface {
 	// send transmits a message to the sender.
 	send(msg []byte)
 	// alloc returns a buffer of n bytes for a slice's payload, counted
-	// against the memory limit. With wait it may wait for the writer to
-	// free memory; without, it returns nil when there is none to spare.
-	alloc(n int, wait bool) ([]byte, error)
+	// against the memory limit. It may wait for the writer to free
+	// memory.
+	alloc(n int) ([]byte, error)
 	// deliver hands a complete slice to the writer, in order.
 	deliver(s *slice)
 	// discard gives back the buffer of a slice that will not be delivered.
@@ -57,9 +57,10 @@ const (
 	// every second or two while it waits for a receiver).
 	aheadQuiet = 3 * time.Second
 	// endQuiet: a sender that does not wait for acknowledgements may
-	// announce the end only once; uncontradicted for this long, it is
-	// believed. Senders that wait for us announce it until we answer, so
-	// there the end needs two announcements.
+	// announce the end only once; followed by this long without a word
+	// about the slices in flight, it is believed. Senders that wait for
+	// us announce it until we answer, so there the end needs two
+	// announcements.
 	endQuiet = 2 * time.Second
 	// unfitEvidence packets of a slice larger than a slice may be end the
 	// reception (one alone is ignored).
@@ -72,16 +73,15 @@ const (
 
 // transfer reassembles the stream from DATA, FEC and REQACK packets and
 // answers REQACKs. It keeps the slices next and next+1 (udpcast's two
-// slices in flight) and, when memory allows, next+2: packets for it are
-// evidence that the sender has moved on, and with --ignore-lost-data they
-// are kept for when the receiver catches up.
+// slices in flight); packets for later slices are evidence that the
+// sender has moved on.
 type transfer struct {
 	env transferEnv
 	transferConfig
 	bs        int
 	started   bool
 	next      int32     // next slice to deliver
-	cur       [3]*slice // slices next..next+2, nil if not yet seen
+	cur       [2]*slice // slices next and next+1, nil if not yet seen
 	lastBytes int       // size of the last delivered slice
 	ended     bool      // the zero-byte end slice was delivered
 	now       time.Time // time of the packet being handled
@@ -127,14 +127,14 @@ func (t *transfer) packet(h dataHeader, payload []byte, now time.Time) error {
 	if !h.fec && h.block >= blocksFor(int(h.bytes), t.bs) {
 		return nil
 	}
-	s, i, err := t.slot(h.slice, int(h.bytes))
+	s, err := t.slot(h.slice, int(h.bytes))
 	if s == nil || err != nil {
 		return err
 	}
 	if s.blocks == 0 {
 		return t.advance() // end-of-stream FEC packets carry nothing
 	}
-	if ok, err := t.ensureBuffer(s, i); !ok || err != nil {
+	if ok, err := t.ensureBuffer(s); !ok || err != nil {
 		return err
 	}
 	if h.fec {
@@ -150,10 +150,10 @@ func (t *transfer) packet(h dataHeader, payload []byte, now time.Time) error {
 	return t.advance()
 }
 
-// ensureBuffer gives slice s (window position i) its payload buffer. It
-// reports false when the payload is not to be stored: no memory to spare
-// for the slice after next, or a slice larger than a slice may be.
-func (t *transfer) ensureBuffer(s *slice, i int) (bool, error) {
+// ensureBuffer gives slice s its payload buffer, waiting for the writer
+// to free memory if need be. It reports false when the payload is not to
+// be stored: the slice is larger than a slice may be.
+func (t *transfer) ensureBuffer(s *slice) (bool, error) {
 	if s.buf != nil {
 		return true, nil
 	}
@@ -167,8 +167,8 @@ func (t *transfer) ensureBuffer(s *slice, i int) (bool, error) {
 			"use smaller slices or blocks on the sender (udp-sender --max-slice-size, --blocksize) or give the receiver more memory",
 			s.num, s.blocks, t.bs, humanBytes(int64(need)), humanBytes(int64(t.maxSliceBytes)))
 	}
-	buf, err := t.env.alloc(need, i < 2)
-	if err != nil || buf == nil {
+	buf, err := t.env.alloc(need)
+	if err != nil {
 		return false, err
 	}
 	s.buf = buf
@@ -186,7 +186,7 @@ func (t *transfer) reqAck(r reqAck, now time.Time) error {
 		t.ok(r.slice)
 		return nil
 	}
-	s, _, err := t.slot(r.slice, int(r.bytes))
+	s, err := t.slot(r.slice, int(r.bytes))
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func (t *transfer) reqAck(r reqAck, now time.Time) error {
 	switch {
 	case r.slice < t.next:
 		t.ok(r.slice)
-	case s == nil || int64(r.slice) > int64(t.next)+1:
+	case s == nil:
 		// ignored (size outvoted), or a slice we cannot take yet
 	case s.bytes == 0:
 		// The end, not yet confirmed: no answer, so that a sender that
@@ -257,11 +257,10 @@ func (t *transfer) sawAhead(n int32) bool {
 }
 
 // slot returns the slice a packet for slice n of the given size belongs
-// to and its window position, creating it; nil if the packet is to be
-// ignored.
-func (t *transfer) slot(n int32, bytes int) (*slice, int, error) {
+// to, creating it; nil if the packet is to be ignored.
+func (t *transfer) slot(n int32, bytes int) (*slice, error) {
 	if t.ended {
-		return nil, 0, nil
+		return nil, nil
 	}
 	if !t.started {
 		t.next, t.started = n, true
@@ -274,7 +273,7 @@ func (t *transfer) slot(n int32, bytes int) (*slice, int, error) {
 			// one or two slices on restarts there, a packet elsewhere
 			// only once several agree (one could be forged).
 			if (d < 0 || d > 2) && !t.sawAhead(n) {
-				return nil, 0, nil
+				return nil, nil
 			}
 			if d != 0 {
 				t.restartAt(n)
@@ -285,19 +284,26 @@ func (t *transfer) slot(n int32, bytes int) (*slice, int, error) {
 			switch {
 			case d < 0:
 				t.needed()
-				return nil, 0, nil
+				return nil, nil
 			case d <= 1:
 				t.needed()
+			case d == 2 && t.ignoreLost:
+				// What --ignore-lost-data asks for (and udpcast does): a
+				// sender two slices on means slice next will not be
+				// completed; deliver it with holes rather than fall
+				// further behind.
+				if err := t.forceNext(); err != nil {
+					return nil, err
+				}
+				continue
 			default:
-				if t.sawAhead(n) {
-					if err := t.leftBehind(); err != nil {
-						return nil, 0, err
-					}
-					continue
+				if !t.sawAhead(n) {
+					return nil, nil
 				}
-				if d > 2 {
-					return nil, 0, nil
+				if err := t.leftBehind(); err != nil {
+					return nil, err
 				}
+				continue
 			}
 		}
 		s := t.cur[d]
@@ -321,9 +327,9 @@ func (t *transfer) slot(n int32, bytes int) (*slice, int, error) {
 			if t.sizeConflicts <= maxSizeMessages {
 				t.env.logf("Byte number mismatch %d <-> %d (slice %d); packet ignored", bytes, s.bytes, n)
 			}
-			return nil, 0, nil
+			return nil, nil
 		}
-		return s, int(d), nil
+		return s, nil
 	}
 }
 
@@ -361,16 +367,19 @@ func (t *transfer) tick(now time.Time) error {
 
 // deadline is when tick has something to decide, or zero.
 func (t *transfer) deadline() time.Time {
-	s := t.cur[0]
-	switch {
-	case t.ended || s == nil:
+	if t.ended {
 		return time.Time{}
-	case s.bytes == 0 && t.noAcks && s.size.n < 2:
-		return s.seen.Add(endQuiet)
-	case t.ahead > 0 && !t.streaming && !s.complete():
-		return t.lastNeeded.Add(aheadQuiet)
 	}
-	return time.Time{}
+	var d time.Time
+	for _, s := range t.cur {
+		if s != nil && s.bytes == 0 && t.noAcks && s.size.n < 2 {
+			d = t.lastNeeded.Add(endQuiet)
+		}
+	}
+	if s := t.cur[0]; s != nil && t.ahead > 0 && !t.streaming && !s.complete() {
+		d = earliest(d, t.lastNeeded.Add(aheadQuiet))
+	}
+	return d
 }
 
 // forceNext declares slice next complete as it is (--ignore-lost-data).
@@ -390,12 +399,9 @@ func (t *transfer) forceNext() error {
 		if need > t.maxSliceBytes {
 			return t.droppedError()
 		}
-		buf, err := t.env.alloc(need, true)
+		buf, err := t.env.alloc(need)
 		if err != nil {
 			return err
-		}
-		if buf == nil {
-			return errorf(ErrInternal, "no memory for slice %d although the writer has nothing queued", s.num)
 		}
 		s.buf = buf
 	}
@@ -412,7 +418,7 @@ func (t *transfer) confirmed(s *slice) bool {
 	case s.forced || s.size.n >= 2:
 		return true
 	case s.bytes == 0:
-		return t.noAcks && t.now.Sub(s.seen) >= endQuiet
+		return t.noAcks && t.now.Sub(t.lastNeeded) >= endQuiet
 	}
 	return !t.streaming
 }
@@ -422,13 +428,22 @@ func (t *transfer) advance() error {
 	for {
 		s := t.cur[0]
 		if s == nil || !(s.complete() || s.forced) {
+			if end := t.cur[1]; s != nil && t.noAcks && end != nil && end.bytes == 0 && t.confirmed(end) {
+				// The sender ended without waiting for us: slice next
+				// will never be completed.
+				t.aheadMax = end.num
+				if err := t.leftBehind(); err != nil {
+					return err
+				}
+				continue
+			}
 			return nil
 		}
 		if !t.confirmed(s) {
 			return nil
 		}
 		t.env.deliver(s)
-		t.cur[0], t.cur[1], t.cur[2] = t.cur[1], t.cur[2], nil
+		t.cur[0], t.cur[1] = t.cur[1], nil
 		t.next++
 		t.streaming = false
 		if !s.forced {

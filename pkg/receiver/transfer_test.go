@@ -24,16 +24,12 @@ type fakeEnv struct {
 	delivered []int32
 	logs      []string
 	held      int // bytes of buffers allocated and not yet given back
-	limit     int // 0: no limit
 }
 
 func newFakeEnv(bs int) *fakeEnv { return &fakeEnv{bs: bs, codec: newFECCodec(bs)} }
 
 func (e *fakeEnv) send(b []byte) { e.sent = append(e.sent, bytes.Clone(b)) }
-func (e *fakeEnv) alloc(n int, wait bool) ([]byte, error) {
-	if e.limit > 0 && e.held+n > e.limit {
-		return nil, nil
-	}
+func (e *fakeEnv) alloc(n int) ([]byte, error) {
 	e.held += n
 	return make([]byte, n), nil
 }
