@@ -433,7 +433,7 @@ func (s *session) rendezvousPacket(m *ipv4.Message) (heard bool, err error) {
 			// Ask again: udp-sender answers every request, so a refusal
 			// that is not repeated was not the sender's.
 			s.refusedBy = src
-			s.logf("Sender %s refused the connection; asking again", src)
+			s.logLimited("refused", "Sender %s refused the connection; asking again", src)
 			s.sendConnectReq(src)
 			return true, nil
 		}
@@ -511,7 +511,7 @@ func (s *session) checkBlockSize(src netip.AddrPort, bs int64) (bool, error) {
 	key := fmt.Sprintf("%s/%d", src, bs)
 	if s.unusable != key {
 		s.unusable = key
-		s.logf("Sender %s announced block size %d, which this receiver cannot use (%s); waiting for it to repeat itself", src, bs, problem)
+		s.logLimited("blocksize", "Sender %s announced block size %d, which this receiver cannot use (%s); waiting for it to repeat itself", src, bs, problem)
 		return false, nil
 	}
 	return false, errorf(ErrProtocol, "sender %s announced block size %d, which this receiver cannot use: %s", src, bs, problem)

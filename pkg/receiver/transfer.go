@@ -67,8 +67,10 @@ const (
 	unfitEvidence = 3
 	// maxGuessedSlices bounds how far --ignore-lost-data skips ahead.
 	maxGuessedSlices = 8
-	// maxSizeMessages bounds the size-disagreement messages logged.
-	maxSizeMessages = 3
+	// maxConflictMessages bounds the messages logged about packets that
+	// contradict the others (a flood of forged ones must not flood the
+	// log).
+	maxConflictMessages = 3
 )
 
 // transfer reassembles the stream from DATA, FEC and REQACK packets and
@@ -96,10 +98,10 @@ type transfer struct {
 	deferred []int32 // OKs held back by canAck
 	msg      []byte  // scratch for outgoing messages
 
-	retransmits   int64 // RETRANSMIT messages sent
-	heldBack      int64 // OKs deferred by canAck
-	duplicates    int64
-	sizeConflicts int64 // packets whose slice size contradicted the others
+	retransmits int64 // RETRANSMIT messages sent
+	heldBack    int64 // OKs deferred by canAck
+	duplicates  int64
+	conflicts   int64 // packets whose slice size or interleave contradicted the others
 }
 
 func newTransfer(env transferEnv, cfg transferConfig) *transfer {
@@ -142,7 +144,7 @@ func (t *transfer) packet(h dataHeader, payload []byte, now time.Time) error {
 		case fecDuplicate:
 			t.duplicates++
 		case fecBadInterleave:
-			t.env.logf("Interleave mismatch %d <-> %d (slice %d); packet ignored", h.stripes, s.stripes, s.num)
+			t.conflict("Interleave mismatch %d <-> %d (slice %d); packet ignored", h.stripes, s.stripes, s.num)
 		}
 	} else if !s.addData(h.block, payload) {
 		t.duplicates++
@@ -315,21 +317,26 @@ func (t *transfer) slot(n int32, bytes int) (*slice, error) {
 		case s.bytes == bytes:
 			s.size.n++
 		case s.size.against(bytes):
-			t.sizeConflicts++
-			t.env.logf("Slice %d: size %d replaces %d, which fewer packets announced", n, bytes, s.bytes)
+			t.conflict("Slice %d: size %d replaces %d, which fewer packets announced", n, bytes, s.bytes)
 			size := s.size
 			t.env.discard(s)
 			s = newSlice(n, bytes, t.bs)
 			s.size, s.seen = size, t.now
 			t.cur[d] = s
 		default:
-			t.sizeConflicts++
-			if t.sizeConflicts <= maxSizeMessages {
-				t.env.logf("Byte number mismatch %d <-> %d (slice %d); packet ignored", bytes, s.bytes, n)
-			}
+			t.conflict("Byte number mismatch %d <-> %d (slice %d); packet ignored", bytes, s.bytes, n)
 			return nil, nil
 		}
 		return s, nil
+	}
+}
+
+// conflict counts a packet that contradicts the others of its slice and
+// logs the first few.
+func (t *transfer) conflict(format string, args ...any) {
+	t.conflicts++
+	if t.conflicts <= maxConflictMessages {
+		t.env.logf(format, args...)
 	}
 }
 
