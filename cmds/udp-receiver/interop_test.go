@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,9 +77,18 @@ type proc struct {
 
 func startProc(t *testing.T, h *lab.Host, name, out string, stdin *os.File, prog string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: out, stderr: &lab.Output{}, done: make(chan struct{})}
-	p.cmd = h.Command(context.Background(), prog, args...)
+	return startCmd(t, name, out, stdin, h.Command(context.Background(), prog, args...))
+}
+
+// startCmd starts cmd as a proc, killed when the test ends.
+func startCmd(t *testing.T, name, out string, stdin *os.File, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, out: out, stderr: &lab.Output{}, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stderr = p.stderr
+	if p.cmd.WaitDelay == 0 {
+		// A killed program's children (--pipe) may hold its stderr open.
+		p.cmd.WaitDelay = time.Second
+	}
 	if stdin != nil {
 		p.cmd.Stdin = stdin
 	}
@@ -317,6 +327,61 @@ func TestInterop(t *testing.T) {
 	})
 }
 
+// TestInteropStartOrders: every receiver completes whichever of sender
+// and receivers starts first, in the sender modes that decide when a
+// transfer starts. udp-sender evaluates its start conditions (an async
+// sender's next HELLO and --autostart count, --min-receivers, --max-wait)
+// only after a quiet interval without any datagram, which receivers
+// repeating their CONNECT_REQ every second never left it (issue 13).
+func TestInteropStartOrders(t *testing.T) {
+	e := newEnv(t, 96, 4)
+	in := e.file("in.bin", 4_000_000)
+	wait := []string{"--nokbd", "--start-timeout", "30"}
+	tests := []struct {
+		name        string
+		sender      []string
+		senderFirst bool
+		oursOnly    bool // no udpcast receiver (e.g. a single receiver)
+		receivers   int
+	}{
+		{"async FEC sender first", []string{"--async", "--fec", "8x8/64", "--max-bitrate", "50m", "--autostart", "5"}, true, false, 4},
+		{"async FEC sender last", []string{"--async", "--fec", "8x8/64", "--max-bitrate", "50m", "--autostart", "2"}, false, false, 4},
+		{"plain sender first", []string{"--min-receivers", "4"}, true, false, 4},
+		{"plain sender with --rexmit-hello-interval last", []string{"--min-receivers", "4", "--rexmit-hello-interval", "500"}, false, false, 4},
+		{"--autostart without --async, sender first", []string{"--autostart", "4"}, true, false, 4},
+		{"--max-wait with fewer receivers than asked, sender first", []string{"--min-receivers", "8", "--max-wait", "4"}, true, false, 4},
+		{"--min-wait, sender first", []string{"--min-receivers", "2", "--min-wait", "4"}, true, false, 4},
+		{"--nopointopoint with one receiver, sender last", []string{"--min-receivers", "1", "--nopointopoint"}, false, true, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			startSender := func() { e.startSender(in, append([]string{"--nokbd"}, tc.sender...)...) }
+			if tc.senderFirst {
+				startSender()
+				time.Sleep(2500 * time.Millisecond) // its start-up HELLO is long gone
+			}
+			var rs []*proc
+			for i := range tc.receivers {
+				if i == tc.receivers-1 && !tc.oursOnly {
+					rs = append(rs, e.theirs(i, wait...))
+				} else {
+					rs = append(rs, e.ours(i, wait...))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !tc.senderFirst {
+				time.Sleep(time.Second)
+				startSender()
+			}
+			e.expectSame(in, rs...)
+			if !strings.Contains(rs[0].stderr.String(), "Listening to multicast on 234.96.0.2") {
+				t.Errorf("data group not joined:\n%s", rs[0].stderr)
+			}
+		})
+	}
+}
+
 // TestInteropStreamingLateJoiner: a receiver joining an async streaming
 // sender mid-transfer writes an exact suffix starting at a slice.
 func TestInteropStreamingLateJoiner(t *testing.T) {
@@ -484,11 +549,11 @@ func TestHelperGarbage(t *testing.T) {
 	}
 	var dsts []*net.UDPAddr
 	for _, a := range strings.Split(to, ",") {
-		ua, err := net.ResolveUDPAddr("udp4", a)
+		ap, err := netip.ParseAddrPort(a) // literal addresses only: never a name lookup
 		if err != nil {
 			t.Fatal(err)
 		}
-		dsts = append(dsts, ua)
+		dsts = append(dsts, net.UDPAddrFromAddrPort(ap))
 	}
 	// From the sender's port (9001): everything but HELLO and
 	// CONNECT_REPLY, which a receiver cannot tell from a real sender's

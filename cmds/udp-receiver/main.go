@@ -77,14 +77,27 @@ no code from udpcast. Forward error correction uses
 github.com/klauspost/reedsolomon (MIT licence).
 `
 
+// environment is what the program takes from the machine besides its
+// arguments and standard streams; tests substitute it.
+type environment struct {
+	getenv  func(string) string
+	resolve resolver
+}
+
+var system = environment{getenv: os.Getenv, resolve: systemResolver}
+
 // run is the whole program; stdin is the start key console, stdout the
 // default output, stderr gets messages and progress.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return runIn(system, args, stdin, stdout, stderr)
+}
+
+func runIn(env environment, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	prog := "udp-receiver"
 	if len(args) > 0 {
 		prog, args = args[0], args[1:]
 	}
-	o, err := parseOptions(prog, args, os.Getenv)
+	o, err := parseOptions(prog, args, env.getenv, env.resolve)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		var ue *usageError

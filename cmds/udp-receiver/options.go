@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Codes of the long-only options.
@@ -81,7 +83,20 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func parseOptions(prog string, args []string, getenv func(string) string) (*options, error) {
+// resolver returns the IPv4 addresses of a host name. The option parser
+// is handed one, so that tests and fuzzers never query the machine's
+// resolver.
+type resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// systemResolver asks the machine's resolver.
+func systemResolver(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+}
+
+// resolveTimeout bounds a host name lookup for --mcast-rdv-address.
+const resolveTimeout = 10 * time.Second
+
+func parseOptions(prog string, args []string, getenv func(string) string, resolve resolver) (*options, error) {
 	parsed, _, err := getopt(prog, args, shortOptions, longOptions)
 	if err != nil {
 		return nil, &usageError{err.Error()}
@@ -101,7 +116,7 @@ func parseOptions(prog string, args []string, getenv func(string) string) (*opti
 		case 't':
 			o.ttl = atoi(p.arg)
 		case 'M':
-			a, err := resolveIPv4(p.arg)
+			a, err := resolveIPv4(p.arg, resolve)
 			if err != nil {
 				return nil, err
 			}
@@ -171,15 +186,17 @@ func parseSize(s string) (int, error) {
 }
 
 // resolveIPv4 accepts a dotted address or a host name.
-func resolveIPv4(s string) (netip.Addr, error) {
+func resolveIPv4(s string, resolve resolver) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
 		return a, nil
 	}
-	ips, err := net.LookupIP(s)
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addrs, err := resolve(ctx, s)
 	if err == nil {
-		for _, ip := range ips {
-			if v4 := ip.To4(); v4 != nil {
-				return netip.AddrFrom4([4]byte(v4)), nil
+		for _, a := range addrs {
+			if a = a.Unmap(); a.Is4() {
+				return a, nil
 			}
 		}
 	}

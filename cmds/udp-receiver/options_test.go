@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"reflect"
@@ -13,6 +14,18 @@ import (
 )
 
 func noEnv(string) string { return "" }
+
+// fakeResolver knows one name and never asks the machine's resolver.
+func fakeResolver(_ context.Context, host string) ([]netip.Addr, error) {
+	if host == "imgserver.lab" {
+		return []netip.Addr{netip.MustParseAddr("::ffff:10.9.8.7")}, nil
+	}
+	return nil, fmt.Errorf("%s: no such host (test resolver)", host)
+}
+
+// testEnv is the machine as tests see it: no environment variables, no
+// name resolution.
+var testEnv = environment{getenv: noEnv, resolve: fakeResolver}
 
 func TestParseOptions(t *testing.T) {
 	base := func(f func(o *options)) *options {
@@ -49,9 +62,10 @@ func TestParseOptions(t *testing.T) {
 		{nil, "eth1", base(func(o *options) { o.iface = "eth1" })},
 		{[]string{"-i", "10.0.0.5"}, "eth1", base(func(o *options) { o.iface = "10.0.0.5" })},
 		{[]string{"--interface="}, "eth1", base(func(o *options) {})},
+		{[]string{"-M", "imgserver.lab"}, "", base(func(o *options) { o.rdv = netip.MustParseAddr("10.9.8.7") })},
 	}
 	for _, tc := range tests {
-		got, err := parseOptions("udp-receiver", tc.args, func(string) string { return tc.env })
+		got, err := parseOptions("udp-receiver", tc.args, func(string) string { return tc.env }, fakeResolver)
 		if err != nil {
 			t.Errorf("%q: %v", tc.args, err)
 			continue
@@ -86,10 +100,19 @@ var badCommandLines = []struct {
 	{[]string{"--rcvbuf", "3x"}, "Unit x unsupported"},
 }
 
+func TestUnknownRendezvousHost(t *testing.T) {
+	var stderr bytes.Buffer
+	err := runIn(testEnv, []string{"udp-receiver", "--mcast-rdv-address", "nowhere.lab"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(stderr.String(), `bad address "nowhere.lab"`) {
+		t.Fatalf("got %v, stderr %q", err, stderr.String())
+	}
+}
+
 func TestBadCommandLines(t *testing.T) {
 	for _, tc := range badCommandLines {
 		var stderr bytes.Buffer
-		err := run(append([]string{"udp-receiver"}, tc.args...), strings.NewReader(""), &bytes.Buffer{}, &stderr)
+		err := runIn(testEnv, append([]string{"udp-receiver"}, tc.args...), strings.NewReader(""), &bytes.Buffer{}, &stderr)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 1 {
 			t.Errorf("%q: got %v, want exit status 1", tc.args, err)
@@ -131,7 +154,7 @@ func TestBadCommandLinesMatchUdpcast(t *testing.T) {
 
 func TestLicenseExitsZero(t *testing.T) {
 	var stderr bytes.Buffer
-	if err := run([]string{"udp-receiver", "--license"}, strings.NewReader(""), &bytes.Buffer{}, &stderr); err != nil {
+	if err := runIn(testEnv, []string{"udp-receiver", "--license"}, strings.NewReader(""), &bytes.Buffer{}, &stderr); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(stderr.String(), "UDPcast") {
@@ -150,13 +173,13 @@ func TestAtoi(t *testing.T) {
 func FuzzParseOptions(f *testing.F) {
 	f.Add("--nokbd\x00--portbase\x009000\x00-kfFILE\x00--s")
 	f.Add("-b\x003M\x00--mcast=1.2.3.4\x00--\x00-x")
+	f.Add("-ZMaA")
+	f.Add("--mcast-rdv-address=imgserver.lab\x00-M\x00224.1.2.3")
 	f.Fuzz(func(t *testing.T, joined string) {
 		args := strings.Split(joined, "\x00")
-		for _, a := range args {
-			if strings.HasPrefix(a, "-M") || strings.HasPrefix(a, "--m") {
-				return // would resolve host names
-			}
+		o, err := parseOptions("udp-receiver", args, noEnv, fakeResolver)
+		if err == nil && o.rdv.IsValid() && !o.rdv.Is4() {
+			t.Fatalf("rendezvous address %s is not IPv4", o.rdv)
 		}
-		_, _ = parseOptions("udp-receiver", args, noEnv)
 	})
 }

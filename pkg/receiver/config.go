@@ -14,6 +14,8 @@ const (
 	DefaultMemoryLimit      = 16 << 20
 	DefaultProgressInterval = 500 * time.Millisecond
 	DefaultConnectRetry     = time.Second
+	// MaxConnectRetry caps the interval between repeated CONNECT_REQs.
+	MaxConnectRetry = 2 * time.Minute
 )
 
 // Config describes one reception. The zero value receives from a sender
@@ -28,7 +30,9 @@ type Config struct {
 	Interface string
 	// RendezvousAddr is udp-sender's --mcast-rdv-address: a multicast
 	// group (or a unicast address) for the handshake instead of the
-	// interface's broadcast address.
+	// interface's broadcast address. A unicast address is the sender's:
+	// HELLO and CONNECT_REPLY are then accepted only from it, so that
+	// another host cannot take the session over.
 	RendezvousAddr netip.Addr
 	// TTL of multicast messages; a TTL other than 1 (without
 	// RendezvousAddr) makes the handshake use 224.0.0.1, as udpcast does.
@@ -51,18 +55,28 @@ type Config struct {
 	// IgnoreLostData delivers slices with holes (zeroed) instead of
 	// failing when an async sender moves on without them.
 	IgnoreLostData bool
-	// ConnectRetry is the interval at which CONNECT_REQ is repeated until
-	// a sender answers (udpcast sends it only once; a repeat survives a
-	// lost HELLO). 0 means 1 s, negative means never repeat.
+	// ConnectRetry is the first interval at which CONNECT_REQ is repeated
+	// until a sender answers (udpcast sends it only once; a repeat
+	// survives a lost HELLO). Each further interval doubles, up to
+	// MaxConnectRetry, and each is lengthened by a random 0-100 %: an
+	// --async udp-sender repeats its HELLO only after a second in which
+	// nothing reached it, which receivers repeating every second would
+	// never grant it. Once a HELLO was heard, repeats go only to the
+	// sender that sent it. 0 means 1 s, negative means never repeat.
 	ConnectRetry time.Duration
 
 	// ReceiveBuffer is the socket receive buffer in bytes (SO_RCVBUFFORCE
 	// when permitted). 0 means 4 MiB.
 	ReceiveBuffer int
-	// MemoryLimit bounds the slice buffers held between the socket and
-	// the writer, in bytes. When the writer falls behind this much, the
-	// receiver holds back its acknowledgements so the sender waits.
-	// 0 means 16 MiB; at least three slices are always allowed.
+	// MemoryLimit bounds, in bytes, the slice buffers: the slices being
+	// received, those queued for the writer and being written, and
+	// those kept for reuse. Buffers are taken as payloads arrive, and a
+	// slice may use a third of the limit: a sender whose slices are
+	// larger is refused with ErrProtocol. When the writer falls behind,
+	// the receiver holds back its acknowledgements so the sender waits.
+	// 0 means 16 MiB (enough for 1024-block slices of 1456 to 5461
+	// bytes). Not included: the socket buffer (ReceiveBuffer) and up to
+	// 4 MiB of read buffers.
 	MemoryLimit int
 
 	// StartSignal, if not nil, makes the receiver send GO (start now) to
@@ -108,6 +122,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MemoryLimit == 0 {
 		c.MemoryLimit = DefaultMemoryLimit
+	}
+	if c.MemoryLimit < 0 {
+		return c, errorf(ErrSetup, "memory limit %d is negative", c.MemoryLimit)
 	}
 	if c.ProgressInterval == 0 {
 		c.ProgressInterval = DefaultProgressInterval

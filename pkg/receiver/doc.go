@@ -27,5 +27,11 @@
 // rebuilds blocks lost but covered by FEC (github.com/klauspost/reedsolomon
 // in udpcast's Cauchy layout) and writes them. When the writer falls behind
 // by Config.MemoryLimit, acknowledgements are held back so that the sender
-// waits, instead of the socket overflowing.
+// waits, instead of the socket overflowing. Slice memory stays within
+// Config.MemoryLimit whatever the sender announces.
+//
+// Anyone on the network can send datagrams with the sender's address, so
+// no decision that ends a reception (dropped, refused, the end of the
+// stream) rests on a single packet, and with a unicast RendezvousAddr the
+// handshake is accepted only from it.
 package receiver

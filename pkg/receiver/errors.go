@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"time"
 )
 
@@ -29,6 +30,9 @@ var (
 	ErrWrite = errors.New("writing the output failed")
 	// ErrSetup: the interface or the sockets could not be set up.
 	ErrSetup = errors.New("network setup failed")
+	// ErrInternal: a bug in the receiver (a recovered panic). The
+	// reception is abandoned; the output is incomplete.
+	ErrInternal = errors.New("internal error")
 )
 
 // StartTimeoutError is the error for ErrStartTimeout.
@@ -38,13 +42,23 @@ type StartTimeoutError struct {
 	Addr      netip.AddrPort
 	Timeout   time.Duration
 	Connected bool // a sender answered but never started the transfer
+	// Ignored counts handshake messages (HELLO, CONNECT_REPLY) that were
+	// ignored because they did not come from the rendezvous address;
+	// IgnoredFrom is the source of the last one.
+	Ignored     int
+	IgnoredFrom netip.AddrPort
 }
 
 func (e *StartTimeoutError) Error() string {
 	if e.Connected {
 		return fmt.Sprintf("sender %s accepted us but sent no data within %s", e.Addr, e.Timeout)
 	}
-	return fmt.Sprintf("no sender answered on %s within %s", e.Addr, e.Timeout)
+	msg := fmt.Sprintf("no sender answered on %s within %s", e.Addr, e.Timeout)
+	if e.Ignored > 0 {
+		msg += fmt.Sprintf(" (ignored %d handshake messages from %s: only the rendezvous address %s is accepted)",
+			e.Ignored, e.IgnoredFrom, e.Addr.Addr())
+	}
+	return msg
 }
 
 // Is makes errors.Is(err, ErrStartTimeout) true.
@@ -71,6 +85,24 @@ func (e *kindError) Unwrap() []error {
 	}
 	return []error{e.kind}
 }
+
+// internalError is a recovered panic.
+type internalError struct {
+	msg   string
+	stack []byte
+}
+
+func newInternalError(where string, r any) *internalError {
+	return &internalError{
+		msg:   fmt.Sprintf("internal error in the receiver's %s (a bug; please report it): %v", where, r),
+		stack: debug.Stack(),
+	}
+}
+
+func (e *internalError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrInternal) true.
+func (e *internalError) Is(target error) bool { return target == ErrInternal }
 
 func errorf(kind error, format string, args ...any) error {
 	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}

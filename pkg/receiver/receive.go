@@ -3,7 +3,9 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -33,16 +35,19 @@ func Receive(ctx context.Context, cfg Config, w io.Writer) (Progress, error) {
 	if err != nil {
 		return Progress{}, err
 	}
-	s := &session{ctx: ctx, cfg: cfg, w: w, done: make(chan struct{}), logged: map[string]int{}}
+	s := &session{ctx: ctx, cfg: cfg, w: w, done: make(chan struct{}), logged: map[string]int{}, jitter: rand.Float64}
 	defer close(s.done)
 	if err := s.setup(); err != nil {
 		return s.prog, err
 	}
 	defer s.conn.Close()
-	stop := context.AfterFunc(ctx, s.wake)
+	stop := context.AfterFunc(ctx, s.recovering("cancellation", s.wake))
 	defer stop()
 	err = s.run()
-	s.snapshot()
+	if ie, ok := errors.AsType[*internalError](err); ok {
+		s.logf("%s\n%s", ie.msg, ie.stack)
+	}
+	s.protect("progress report", func() error { s.snapshot(); return nil })
 	return s.prog, err
 }
 
@@ -79,6 +84,18 @@ type session struct {
 	finishing   bool
 	firstData   time.Time
 	path        DataPath
+
+	// Rendezvous.
+	acceptFrom  netip.Addr // the only source of handshake messages, if valid
+	retry       connectBackoff
+	jitter      func() float64 // in [0, 1), randomises the repeats
+	refusedBy   netip.AddrPort // a sender that refused us once
+	unusable    string         // the last unusable handshake, by source and block size
+	ignored     int            // handshake messages from other sources
+	ignoredFrom netip.AddrPort
+
+	// fault is a panic recovered on a helper goroutine.
+	fault atomic.Pointer[internalError]
 
 	msgs  []ipv4.Message
 	batch int // messages offered to the next ReadBatch
@@ -128,10 +145,15 @@ func (s *session) setup() error {
 		if err := s.pc.SetMulticastTTL(cfg.TTL); err != nil {
 			return fail(err, "multicast TTL")
 		}
-		if err := s.pc.JoinGroup(s.ifi, &net.UDPAddr{IP: ctrl.AsSlice()}); err != nil {
-			return fail(err, "join "+ctrl.String())
+		if err := s.joinGroup(ctrl); err != nil {
+			s.conn.Close()
+			return err
 		}
 		s.ctrlGroup = ctrl
+	}
+	if rdv := cfg.RendezvousAddr; rdv.IsValid() && !rdv.IsMulticast() && !rdv.IsUnspecified() &&
+		rdv != s.ifc.Broadcast && rdv != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		s.acceptFrom = rdv
 	}
 	if err := s.pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
 		return fail(err, "IP_PKTINFO")
@@ -152,10 +174,49 @@ func (s *session) allocMessages(n, size int) {
 	}
 }
 
+// joinGroup is where the receiver joins a multicast group: the
+// rendezvous group at setup, the data group once connected.
+func (s *session) joinGroup(g netip.Addr) error {
+	if err := s.pc.JoinGroup(s.ifi, &net.UDPAddr{IP: g.AsSlice()}); err != nil {
+		return wrapf(ErrSetup, err, "join %s on %s", g, s.ifc.Name)
+	}
+	return nil
+}
+
+// leaveGroup leaves a group joined by joinGroup.
+func (s *session) leaveGroup(g netip.Addr) {
+	_ = s.pc.LeaveGroup(s.ifi, &net.UDPAddr{IP: g.AsSlice()})
+}
+
 // wake interrupts a blocked socket read; the loop then looks at its flags.
 func (s *session) wake() {
 	s.woken.Store(true)
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// recovering wraps the body of a helper goroutine: a panic becomes the
+// reception's error instead of killing the process.
+func (s *session) recovering(where string, f func()) func() {
+	return func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.fault.CompareAndSwap(nil, newInternalError(where, r))
+				s.wake()
+			}
+		}()
+		f()
+	}
+}
+
+// protect runs f on the receiving goroutine, turning a panic into an
+// error.
+func (s *session) protect(where string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = newInternalError(where, r)
+		}
+	}()
+	return f()
 }
 
 // readBatch waits until deadline (zero: no limit) for datagrams. It
@@ -166,6 +227,9 @@ func (s *session) readBatch(deadline time.Time) (int, error) {
 	}
 	if err := s.ctx.Err(); err != nil {
 		return 0, s.cancelled()
+	}
+	if f := s.fault.Load(); f != nil {
+		return 0, f
 	}
 	if s.woken.Swap(false) {
 		return 0, nil
@@ -217,34 +281,42 @@ func (s *session) logLimited(kind, format string, args ...any) {
 
 func (s *session) run() error {
 	if s.cfg.StartSignal != nil && !s.cfg.Passive {
-		go func() {
+		go s.recovering("start signal", func() {
 			select {
 			case <-s.cfg.StartSignal:
 				s.goReq.Store(true)
 				s.wake()
 			case <-s.done:
 			}
-		}()
+		})()
 	}
-	s.report(PhaseRendezvous)
-	err := s.rendezvous()
-	if err == nil {
-		err = s.receive()
-	}
+	err := s.protect("receiving loop", func() error {
+		s.report(PhaseRendezvous)
+		if err := s.rendezvous(); err != nil {
+			return err
+		}
+		return s.receive()
+	})
 	if s.out != nil {
 		s.out.close(err != nil)
 	}
-	if s.t != nil {
-		s.t.release()
-	}
-	// udpcast tells the sender on every exit path once connected, so that
-	// it stops waiting for us.
-	if s.connected {
-		s.sendBuf = appendDisconnect(s.sendBuf[:0])
-		s.send(s.sendBuf)
-	}
+	cleanup := s.protect("cleanup", func() error {
+		if s.t != nil {
+			s.t.release()
+		}
+		// udpcast tells the sender on every exit path once connected, so
+		// that it stops waiting for us.
+		if s.connected {
+			s.sendBuf = appendDisconnect(s.sendBuf[:0])
+			s.send(s.sendBuf)
+		}
+		if err == nil {
+			s.report(PhaseDone)
+		}
+		return nil
+	})
 	if err == nil {
-		s.report(PhaseDone)
+		err = cleanup
 	}
 	return err
 }
@@ -252,25 +324,25 @@ func (s *session) run() error {
 // rendezvous finds the sender and gets a client number from it.
 func (s *session) rendezvous() error {
 	now := time.Now()
-	var startDeadline, nextReq time.Time
+	var startDeadline time.Time
 	if s.cfg.StartTimeout > 0 {
 		startDeadline = now.Add(s.cfg.StartTimeout)
 	}
 	if !s.cfg.Passive {
-		nextReq = now
+		s.retry = connectBackoff{first: s.cfg.ConnectRetry, next: now}
 	}
 	for {
-		if !nextReq.IsZero() && !now.Before(nextReq) {
-			s.sendConnectReq(s.control)
-			if s.helloFrom.IsValid() && s.helloFrom != s.control {
+		if s.retry.due(now) {
+			// Before any HELLO, to the rendezvous address; after one,
+			// only to the sender that sent it, which answers.
+			if s.helloFrom.IsValid() {
 				s.sendConnectReq(s.helloFrom)
+			} else {
+				s.sendConnectReq(s.control)
 			}
-			nextReq = time.Time{}
-			if s.cfg.ConnectRetry > 0 {
-				nextReq = now.Add(s.cfg.ConnectRetry)
-			}
+			s.retry.sent(now, s.jitter)
 		}
-		n, err := s.readBatch(earliest(startDeadline, nextReq))
+		n, err := s.readBatch(earliest(startDeadline, s.retry.next))
 		if err != nil {
 			return err
 		}
@@ -288,9 +360,41 @@ func (s *session) rendezvous() error {
 			}
 		}
 		if !startDeadline.IsZero() && !now.Before(startDeadline) {
-			return &StartTimeoutError{Addr: s.control, Timeout: s.cfg.StartTimeout}
+			return &StartTimeoutError{Addr: s.control, Timeout: s.cfg.StartTimeout, Ignored: s.ignored, IgnoredFrom: s.ignoredFrom}
 		}
 	}
+}
+
+// connectBackoff schedules the repeated CONNECT_REQs: the first repeat
+// after first, each further one after twice the previous interval (at
+// most MaxConnectRetry), each lengthened by a random 0-100 %. The
+// repeats survive a lost HELLO, and thin out so that any number of
+// receivers leave an --async udp-sender the quiet second it needs to
+// send its next HELLO: repeating every second, two receivers never did.
+type connectBackoff struct {
+	first    time.Duration // 0: never repeat
+	interval time.Duration
+	next     time.Time // zero: nothing scheduled
+}
+
+func (b *connectBackoff) due(now time.Time) bool {
+	return !b.next.IsZero() && !now.Before(b.next)
+}
+
+// sent schedules the next repeat after one was sent at now; jitter
+// returns a number in [0, 1).
+func (b *connectBackoff) sent(now time.Time, jitter func() float64) {
+	if b.first <= 0 {
+		b.next = time.Time{}
+		return
+	}
+	switch {
+	case b.interval == 0:
+		b.interval = b.first
+	default:
+		b.interval = min(2*b.interval, MaxConnectRetry)
+	}
+	b.next = now.Add(b.interval + time.Duration(jitter()*float64(b.interval)))
 }
 
 func (s *session) sendConnectReq(to netip.AddrPort) {
@@ -299,7 +403,9 @@ func (s *session) sendConnectReq(to netip.AddrPort) {
 }
 
 // rendezvousPacket handles a datagram before connecting. heard reports a
-// message from a sender (which restarts the start timeout).
+// message from a sender (which restarts the start timeout). Nothing a
+// single datagram says ends the rendezvous with an error: a refusal or an
+// unusable block size counts once the same sender has said it twice.
 func (s *session) rendezvousPacket(m *ipv4.Message) (heard bool, err error) {
 	src, ok := addrPortOf(m.Addr)
 	if !ok || int(src.Port()) != s.cfg.Port+1 || !src.Addr().Is4() {
@@ -308,42 +414,74 @@ func (s *session) rendezvousPacket(m *ipv4.Message) (heard bool, err error) {
 	b := m.Buffers[0][:m.N]
 	op, _ := opcode(b)
 	switch op {
+	case opConnectReply, opHello, opHelloNew, opHelloStreaming:
+		if s.acceptFrom.IsValid() && src.Addr() != s.acceptFrom {
+			s.ignored++
+			s.ignoredFrom = src
+			s.logLimited("foreign", "Ignored a handshake message from %s: only the rendezvous address %s is accepted", src, s.acceptFrom)
+			return false, nil
+		}
+	}
+	switch op {
 	case opConnectReply:
 		r, ok := parseConnectReply(b)
 		if !ok {
 			return false, nil
 		}
 		if r.client < 0 {
-			return true, errorf(ErrRefused, "sender %s refused the connection: too many clients already connected (or it serves one point-to-point receiver)", src)
+			if s.refusedBy == src {
+				return true, errorf(ErrRefused, "sender %s refused the connection: too many clients already connected (or it serves one point-to-point receiver)", src)
+			}
+			// Ask again: udp-sender answers every request, so a refusal
+			// that is not repeated was not the sender's.
+			s.refusedBy = src
+			s.logLimited("refused", "Sender %s refused the connection; asking again", src)
+			s.sendConnectReq(src)
+			return true, nil
+		}
+		if r.client >= maxClients {
+			s.logLimited("badreply", "Ignored a CONNECT_REPLY from %s with client number %d (max %d)", src, r.client, maxClients-1)
+			return true, nil
+		}
+		if ok, err := s.checkBlockSize(src, int64(r.blockSize)); !ok {
+			if err == nil {
+				s.sendConnectReq(src) // so that the sender repeats itself
+			}
+			return true, err
 		}
 		s.logf("received message, cap=%08x", r.caps)
-		if r.client >= maxClients {
-			return true, errorf(ErrProtocol, "sender %s assigned client number %d (max %d)", src, r.client, maxClients-1)
-		}
 		if r.caps&capNewGen != 0 {
 			s.advertised = r.dataAddr
 		}
 		s.async = r.caps&capAsync != 0
-		return true, s.connect(src, int(r.client), int64(r.blockSize))
+		s.connect(src, int(r.client), int(r.blockSize))
+		return true, nil
 	case opHello, opHelloNew, opHelloStreaming:
 		h, ok := parseHello(b)
 		if !ok {
 			return false, nil
 		}
-		if h.streaming {
-			s.streaming = true
+		if h.caps&capAsync == 0 && !s.cfg.Passive {
+			// The CONNECT_REPLY will say everything; HELLO only says
+			// where the sender is.
+			s.helloFrom = src
+			s.streaming = s.streaming || h.streaming
+			s.sendConnectReq(src)
+			return true, nil
 		}
 		bs := int64(-1)
 		if h.caps&capNewGen != 0 {
-			s.advertised = h.dataAddr
 			bs = int64(h.blockSize)
 		}
-		if h.caps&capAsync != 0 || s.cfg.Passive {
-			s.async = h.caps&capAsync != 0
-			return true, s.connect(src, 0, bs)
+		if ok, err := s.checkBlockSize(src, bs); !ok {
+			return true, err // an async sender repeats its HELLO every second
 		}
-		s.helloFrom = src
-		s.sendConnectReq(src)
+		if h.caps&capNewGen != 0 {
+			s.advertised = h.dataAddr
+		}
+		s.streaming = s.streaming || h.streaming
+		s.async = h.caps&capAsync != 0
+		s.connect(src, 0, int(bs))
 		return true, nil
 	case opConnectReq, opData, opFEC:
 		return false, nil
@@ -353,23 +491,51 @@ func (s *session) rendezvousPacket(m *ipv4.Message) (heard bool, err error) {
 	}
 }
 
-func (s *session) connect(sender netip.AddrPort, client int, blockSize int64) error {
-	if blockSize <= 0 || blockSize > maxBlockSize {
-		return errorf(ErrProtocol, "sender %s announced block size %d, outside 1..%d", sender, blockSize, maxBlockSize)
+// blockSizeProblem says why a block size cannot be used, or "".
+func (s *session) blockSizeProblem(bs int64) string {
+	switch {
+	case bs <= 0 || bs > maxBlockSize:
+		return fmt.Sprintf("outside 1..%d", maxBlockSize)
+	case bs > int64(s.maxSliceBytes()):
+		return fmt.Sprintf("a slice may use at most %s of memory (a third of the memory limit)", bytesize.Format(int64(s.maxSliceBytes())))
 	}
+	return ""
+}
+
+// checkBlockSize accepts a block size announced by src. An unusable one
+// is ignored the first time (the message may be forged, and a sender
+// repeats itself) and is an error the second time from the same sender.
+func (s *session) checkBlockSize(src netip.AddrPort, bs int64) (bool, error) {
+	problem := s.blockSizeProblem(bs)
+	if problem == "" {
+		return true, nil
+	}
+	key := fmt.Sprintf("%s/%d", src, bs)
+	if s.unusable != key {
+		s.unusable = key
+		s.logLimited("blocksize", "Sender %s announced block size %d, which this receiver cannot use (%s); waiting for it to repeat itself", src, bs, problem)
+		return false, nil
+	}
+	return false, errorf(ErrProtocol, "sender %s announced block size %d, which this receiver cannot use: %s", src, bs, problem)
+}
+
+// maxSliceBytes is the most one slice may take of the memory limit: the
+// slices next and next+1 and one being written must fit at once.
+func (s *session) maxSliceBytes() int { return s.cfg.MemoryLimit / 3 }
+
+func (s *session) connect(sender netip.AddrPort, client int, blockSize int) {
 	s.sender, s.senderUDP = sender, udpAddr(sender)
 	s.senderIP, s.senderPort = sender.Addr().As4(), int(sender.Port())
-	s.client, s.blockSize = client, int(blockSize)
+	s.client, s.blockSize = client, blockSize
 	s.connected = true
-	return nil
 }
 
 func (s *session) onConnected() error {
 	s.logf("Connected as #%d to %s", s.client, s.sender.Addr())
 	g := s.advertised
 	if g.IsValid() && g.IsMulticast() && g != s.ifc.IP && g != s.control.Addr() {
-		if err := s.pc.JoinGroup(s.ifi, &net.UDPAddr{IP: g.AsSlice()}); err != nil {
-			return wrapf(ErrSetup, err, "join data group %s on %s", g, s.ifc.Name)
+		if err := s.joinGroup(g); err != nil {
+			return err
 		}
 		s.dataGroup = g
 		s.logf("Listening to multicast on %s", g)
@@ -392,8 +558,13 @@ func (s *session) onConnected() error {
 // receive runs the transfer until the end of the stream has been
 // delivered and written.
 func (s *session) receive() error {
-	s.pool = pool{bs: s.blockSize, limit: s.cfg.MemoryLimit}
-	s.t = newTransfer(s, s.blockSize, s.client, s.streaming, s.cfg.IgnoreLostData)
+	s.pool = pool{limit: s.cfg.MemoryLimit}
+	s.t = newTransfer(s, transferConfig{
+		blockSize: s.blockSize, client: s.client,
+		streaming: s.streaming, ignoreLost: s.cfg.IgnoreLostData,
+		noAcks:        s.async || s.cfg.Passive,
+		maxSliceBytes: s.maxSliceBytes(),
+	})
 	s.out = newOutput(s.wake)
 	go s.out.run(s.w, newFECCodec(s.blockSize))
 	s.lastProgress = time.Now()
@@ -410,32 +581,50 @@ func (s *session) receive() error {
 			s.send(s.sendBuf)
 			goSent = true
 		}
-		var deadline time.Time
-		switch {
-		case !s.dataStarted && s.cfg.StartTimeout > 0:
-			deadline = lastHeard.Add(s.cfg.StartTimeout)
-		case s.dataStarted && s.cfg.ReceiveTimeout > 0:
-			deadline = lastHeard.Add(s.cfg.ReceiveTimeout)
-		}
-		heard, now, err := s.pump(deadline)
+		silence := s.silenceDeadline(lastHeard)
+		decide := s.t.deadline()
+		heard, now, err := s.pump(earliest(silence, decide))
 		if err != nil {
 			return err
 		}
 		if heard {
 			lastHeard = now
 		}
+		if !decide.IsZero() && !now.Before(decide) {
+			if err := s.t.tick(now); err != nil {
+				return err
+			}
+		}
 		if s.t.ended {
 			break
 		}
-		if !deadline.IsZero() && !now.Before(deadline) {
-			if !s.dataStarted {
-				return &StartTimeoutError{Addr: s.sender, Timeout: s.cfg.StartTimeout, Connected: true}
-			}
-			return errorf(ErrReceiveTimeout, "sender %s went silent after %s (nothing received for %s)",
-				s.sender, bytesize.Format(s.prog.Received), s.cfg.ReceiveTimeout)
+		if !silence.IsZero() && !now.Before(silence) {
+			return s.silenceError()
 		}
 	}
 	return s.finish()
+}
+
+// silenceDeadline is when the sender's silence since lastHeard ends the
+// reception: StartTimeout until data flow, ReceiveTimeout after. Zero
+// means never.
+func (s *session) silenceDeadline(lastHeard time.Time) time.Time {
+	switch {
+	case !s.dataStarted && s.cfg.StartTimeout > 0:
+		return lastHeard.Add(s.cfg.StartTimeout)
+	case s.dataStarted && s.cfg.ReceiveTimeout > 0:
+		return lastHeard.Add(s.cfg.ReceiveTimeout)
+	}
+	return time.Time{}
+}
+
+// silenceError is the error for a silence that reached its deadline.
+func (s *session) silenceError() error {
+	if !s.dataStarted {
+		return &StartTimeoutError{Addr: s.sender, Timeout: s.cfg.StartTimeout, Connected: true}
+	}
+	return errorf(ErrReceiveTimeout, "sender %s went silent after %s (nothing received for %s)",
+		s.sender, bytesize.Format(s.prog.Received), s.cfg.ReceiveTimeout)
 }
 
 // readPause is how long the receiving thread sleeps after a read that
@@ -500,10 +689,19 @@ func (s *session) housekeeping() error {
 	s.pool.reclaim(s.out)
 	s.t.flushDeferred()
 	s.out.wantWake.Store(s.finishing || len(s.t.deferred) > 0)
-	if err := s.out.failure(); err != nil {
-		return wrapf(ErrWrite, err, "output failed after %s", bytesize.Format(s.out.written.Load()))
+	return s.outputError()
+}
+
+// outputError is the writer's failure, if any.
+func (s *session) outputError() error {
+	err := s.out.failure()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrInternal):
+		return err
 	}
-	return nil
+	return wrapf(ErrWrite, err, "output failed after %s", bytesize.Format(s.out.written.Load()))
 }
 
 // transferPacket handles a datagram after connecting; heard reports that
@@ -528,7 +726,7 @@ func (s *session) transferPacket(m *ipv4.Message, now time.Time) (bool, error) {
 		if !s.dataStarted {
 			s.startData(m, now)
 		}
-		return true, s.t.packet(h, b[sizeDataHeader:])
+		return true, s.t.packet(h, b[sizeDataHeader:], now)
 	case opReqAck:
 		r, ok := parseReqAck(b)
 		if !ok {
@@ -537,7 +735,7 @@ func (s *session) transferPacket(m *ipv4.Message, now time.Time) (bool, error) {
 		if !s.dataStarted {
 			s.startData(m, now)
 		}
-		return true, s.t.reqAck(r)
+		return true, s.t.reqAck(r, now)
 	case opHello, opHelloNew, opHelloStreaming:
 		return true, nil
 	default:
@@ -560,7 +758,7 @@ func (s *session) startData(m *ipv4.Message, now time.Time) {
 	}
 	for _, g := range []netip.Addr{s.ctrlGroup, s.dataGroup} {
 		if g.IsValid() && g != dst && dst.IsValid() {
-			_ = s.pc.LeaveGroup(s.ifi, &net.UDPAddr{IP: g.AsSlice()})
+			s.leaveGroup(g)
 		}
 	}
 	s.report(PhaseReceiving)
@@ -607,18 +805,23 @@ func (s *session) finish() error {
 
 // transferEnv, continued.
 
-func (s *session) newSlice(num int32, bytes int) (*slice, error) {
-	need := blocksFor(bytes, s.blockSize) * s.blockSize
-	for s.pool.mustWait(need) {
+func (s *session) alloc(n int) ([]byte, error) {
+	for {
 		s.pool.reclaim(s.out)
-		if !s.pool.mustWait(need) {
-			break
+		if b := s.pool.take(n); b != nil {
+			return b, nil
+		}
+		if s.pool.queued == 0 {
+			// The window alone never needs more than the limit; the
+			// writer has nothing to give back.
+			return nil, errorf(ErrInternal, "no memory for a slice of %s: %s held, limit %s",
+				bytesize.Format(int64(n)), bytesize.Format(int64(s.pool.held)), bytesize.Format(int64(s.pool.limit)))
 		}
 		select {
 		case <-s.out.freedSignal:
 		case <-s.out.done:
-			if err := s.out.failure(); err != nil {
-				return nil, wrapf(ErrWrite, err, "output failed after %s", bytesize.Format(s.out.written.Load()))
+			if err := s.outputError(); err != nil {
+				return nil, err
 			}
 			s.pool.reclaim(s.out)
 			s.pool.queued = 0 // nothing will come back any more
@@ -626,14 +829,11 @@ func (s *session) newSlice(num int32, bytes int) (*slice, error) {
 			return nil, s.cancelled()
 		}
 	}
-	sl := s.pool.get(need)
-	sl.reset(num, bytes, s.blockSize)
-	return sl, nil
 }
 
 func (s *session) deliver(sl *slice) {
 	if sl.bytes == 0 {
-		s.pool.put(sl)
+		s.discard(sl)
 		return
 	}
 	s.pool.queued += cap(sl.buf)
@@ -644,7 +844,10 @@ func (s *session) deliver(sl *slice) {
 	}
 }
 
-func (s *session) discard(sl *slice) { s.pool.put(sl) }
+func (s *session) discard(sl *slice) {
+	s.pool.put(sl.buf)
+	sl.buf = nil
+}
 
 func (s *session) canAck() bool {
 	if s.t != nil && s.t.ended {

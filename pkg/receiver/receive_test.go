@@ -258,9 +258,9 @@ func TestSlowWriterHoldsTheSenderBack(t *testing.T) {
 	requireSender(t)
 	port := testPort()
 	file, data := writeRandomFile(t, 3_000_000)
-	startSender(t, port, file)
+	startSender(t, port, file, "--max-slice-size", "112")
 	cfg := loopbackConfig(t, port)
-	cfg.MemoryLimit = 1 // as little as possible: three slices
+	cfg.MemoryLimit = 4 * 112 * 1456 // four slices: one more than the window and the writer need
 	w := &slowWriter{delay: 5 * time.Millisecond}
 	p, err := Receive(context.Background(), cfg, w)
 	if err != nil {

@@ -4,41 +4,73 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // slice is one slice of the stream being reassembled: its DATA blocks are
 // copied straight into buf at blockNo*blockSize. A useful FEC block is
 // parked in the slot of a DATA block of its stripe that is still missing,
 // as udpcast does, so a slice never needs more than blocks*blockSize bytes.
+// buf is allocated only when the first payload arrives, so a slice known
+// from headers alone (a REQACK, the end of the stream) costs no memory.
 type slice struct {
 	num    int32
 	bytes  int // total payload bytes of the slice
 	blocks int
 	bs     int
-	buf    []byte // len blocks*bs
+	buf    []byte    // nil, or len blocks*bs
+	seen   time.Time // when its first packet arrived
+
+	// size counts the packets that announced bytes against those that
+	// announced another size: a single packet cannot impose a size the
+	// sender's own packets contradict.
+	size vote
+	// unfit counts payloads not stored because the slice is larger than
+	// the memory limit lets a slice be.
+	unfit int
 
 	have  [bitmapBytes]byte // DATA blocks received, LSB-first
 	nData int
 
 	// FEC bookkeeping, valid once stripes > 0.
-	stripes int
-	nFEC    int
-	missing [maxStripes]int16 // per stripe: DATA blocks not received
-	stored  [maxStripes]int16 // per stripe: FEC blocks parked
+	stripes    int
+	interleave vote // packets for and against stripes
+	nFEC       int
+	missing    [maxStripes]int16 // per stripe: DATA blocks not received
+	stored     [maxStripes]int16 // per stripe: FEC blocks parked
 	// fecRow[b] is 1 + the FEC row parked in DATA slot b, or 0.
 	fecRow [maxBlocksPerSlice]uint8
 
 	forced bool // completed by --ignore-lost-data with holes
 }
 
-// reset prepares s (possibly recycled) for slice num of the given size.
-func (s *slice) reset(num int32, bytes, bs int) {
-	buf := s.buf
-	*s = slice{num: num, bytes: bytes, bs: bs, blocks: blocksFor(bytes, bs)}
-	s.buf = buf[:s.blocks*bs]
+func newSlice(num int32, bytes, bs int) *slice {
+	return &slice{num: num, bytes: bytes, bs: bs, blocks: blocksFor(bytes, bs), size: vote{n: 1}}
+}
+
+// vote settles a value that every packet of a slice repeats: the value
+// first announced holds until a different one has been announced by more
+// packets than it (only the latest alternative is counted).
+type vote struct{ n, alt, altN int }
+
+// against records a packet announcing x instead of the value held. It
+// reports true when x has taken over.
+func (v *vote) against(x int) bool {
+	if v.altN == 0 || v.alt != x {
+		v.alt, v.altN = x, 0
+	}
+	v.altN++
+	if v.altN > v.n {
+		*v = vote{n: v.altN}
+		return true
+	}
+	return false
 }
 
 func blocksFor(bytes, bs int) int { return (bytes + bs - 1) / bs }
+
+// bufSize is the buffer a slice of the given size needs.
+func bufSize(bytes, bs int) int { return blocksFor(bytes, bs) * bs }
 
 func (s *slice) complete() bool { return s.nData+s.nFEC == s.blocks }
 
@@ -110,26 +142,32 @@ const (
 	fecInvalid
 )
 
+// fecUsable reports whether a FEC packet with this interleave and block
+// number can belong to this slice: udpcast's code covers at most 128 data
+// blocks per stripe and 128 FEC rows.
+func (s *slice) fecUsable(stripes, f int) bool {
+	return stripes > 0 && stripes <= maxStripes && s.blocks <= stripes*fecDataShards && f/stripes < maxFECRows
+}
+
 // addFEC parks FEC block f (stripes interleave) if it is useful.
 func (s *slice) addFEC(stripes, f int, payload []byte) fecResult {
-	if stripes <= 0 || stripes > maxStripes || len(payload) < s.bs {
+	if !s.fecUsable(stripes, f) || len(payload) < s.bs {
 		return fecInvalid
 	}
-	row := f / stripes
-	if row >= maxFECRows {
-		return fecInvalid
-	}
-	if s.stripes == 0 {
-		s.stripes = stripes
-		for b := range s.blocks {
-			if !s.hasBlock(b) {
-				s.missing[b%stripes]++
-			}
+	switch {
+	case s.stripes == 0:
+		s.setStripes(stripes)
+	case s.stripes != stripes:
+		if !s.interleave.against(stripes) {
+			return fecBadInterleave
 		}
-	} else if s.stripes != stripes {
-		return fecBadInterleave
+		// The interleave first seen was outvoted: drop what was parked
+		// under it.
+		s.setStripes(stripes)
+	default:
+		s.interleave.n++
 	}
-	st := f % stripes
+	st, row := f%stripes, f/stripes
 	if s.missing[st] <= s.stored[st] {
 		return fecUseless // also covers stripes without any data block
 	}
@@ -149,6 +187,23 @@ func (s *slice) addFEC(stripes, f int, payload []byte) fecResult {
 	return fecStored
 }
 
+// setStripes starts the FEC bookkeeping for an interleave, dropping any
+// FEC block parked under another one.
+func (s *slice) setStripes(stripes int) {
+	s.stripes, s.nFEC = stripes, 0
+	clear(s.fecRow[:s.blocks])
+	clear(s.missing[:])
+	clear(s.stored[:])
+	if s.interleave.n == 0 {
+		s.interleave.n = 1
+	}
+	for b := range s.blocks {
+		if !s.hasBlock(b) {
+			s.missing[b%stripes]++
+		}
+	}
+}
+
 // decode rebuilds every DATA block still missing from the FEC blocks parked
 // in its stripe. After a forced completion, stripes that cannot be rebuilt
 // have their holes zeroed. It returns the number of blocks rebuilt.
@@ -163,6 +218,10 @@ func (s *slice) decode(c *fecCodec) (int, error) {
 		s.zeroHoles(-1)
 		return 0, nil
 	}
+	if n := s.stripeLen(0); n > fecDataShards {
+		// addFEC never lets this happen; indexing below depends on it.
+		return 0, fmt.Errorf("slice %d: stripe of %d blocks, more than FEC covers (%d)", s.num, n, fecDataShards)
+	}
 	if tail := s.bytes % s.bs; tail != 0 && s.hasBlock(s.blocks-1) {
 		// The code sees the short last block zero-padded.
 		clear(s.buf[s.bytes:])
@@ -172,7 +231,6 @@ func (s *slice) decode(c *fecCodec) (int, error) {
 		erased [fecDataShards]int
 		rows   [fecDataShards]int
 		parity [fecDataShards][]byte
-		saved  = c.scratchFor(s.nFEC * s.bs)
 		fixed  int
 	)
 	for st := range s.stripes {
@@ -186,10 +244,8 @@ func (s *slice) decode(c *fecCodec) (int, error) {
 		for b := st; b < s.blocks; b += s.stripes {
 			block := s.buf[b*s.bs : (b+1)*s.bs]
 			if !s.hasBlock(b) {
-				// Move the parked FEC payload out: the slot becomes output.
-				start := len(saved)
-				saved = append(saved, block...)
-				parity[k] = saved[start:]
+				// The slot holds a FEC payload now and the block after.
+				parity[k] = block
 				rows[k] = int(s.fecRow[b]) - 1
 				erased[k] = n
 				k++

@@ -76,6 +76,18 @@ func (o *output) run(w io.Writer, codec *fecCodec) {
 			o.wake()
 		}
 	}()
+	defer func() {
+		// A bug here (or a panicking writer) must end the reception with
+		// an error, not the process.
+		if r := recover(); r != nil {
+			o.mu.Lock()
+			if o.err == nil {
+				o.err = newInternalError("writer", r)
+			}
+			o.mu.Unlock()
+			o.wake()
+		}
+	}()
 	for {
 		o.mu.Lock()
 		for len(o.queue) == 0 && !o.closed {
@@ -134,17 +146,17 @@ func (o *output) writeSlice(w io.Writer, codec *fecCodec, s *slice) error {
 	return nil
 }
 
-// pool hands out slices and keeps the bytes held between the socket loop
-// and the writer under a limit. Only the socket loop uses it.
+// pool hands out slice buffers and keeps every byte of them (in the
+// receive window, queued for the writer, being written, or kept for reuse)
+// under a hard limit. Only the socket loop uses it.
 type pool struct {
-	bs       int
-	limit    int
-	inUse    int // bytes of slices out of the free list
-	queued   int // of which waiting in the writer queue
-	maxSlice int // largest slice seen, for flow-control decisions
-	free     []*slice
-	freeSize int
-	scratch  []*slice
+	limit     int
+	held      int // bytes of buffers out of the free list
+	queued    int // of which delivered and not back from the writer yet
+	maxBuf    int // largest buffer asked for: new buffers are this big
+	free      [][]byte
+	freeBytes int
+	scratch   []*slice
 }
 
 // reclaim takes back what the writer has finished.
@@ -152,56 +164,59 @@ func (p *pool) reclaim(o *output) {
 	p.scratch = o.takeFreed(p.scratch[:0])
 	for _, s := range p.scratch {
 		p.queued -= cap(s.buf)
-		p.put(s)
+		p.put(s.buf)
+		s.buf = nil
 	}
 	clear(p.scratch)
 }
 
-// put returns a slice to the free list (or to the garbage collector when
-// the free list would push memory over the limit).
-func (p *pool) put(s *slice) {
-	p.inUse -= cap(s.buf)
-	if p.inUse+p.freeSize+cap(s.buf) <= p.limit {
-		p.free = append(p.free, s)
-		p.freeSize += cap(s.buf)
+// put returns a buffer. It is kept for reuse only if it is as large as the
+// buffers now asked for (slices grow during a transfer, rarely shrink).
+func (p *pool) put(b []byte) {
+	if b == nil {
+		return
+	}
+	p.held -= cap(b)
+	if cap(b) >= p.maxBuf {
+		p.free = append(p.free, b[:0])
+		p.freeBytes += cap(b)
 	}
 }
 
-// mustWait reports whether a new slice of need bytes has to wait for the
-// writer to free memory.
-func (p *pool) mustWait(need int) bool {
-	return p.queued > 0 && p.inUse+need > p.limit
-}
-
-// get returns a slice with room for need bytes.
-func (p *pool) get(need int) *slice {
-	p.maxSlice = max(p.maxSlice, need)
+// take returns a buffer of n bytes, or nil if the limit does not allow it.
+func (p *pool) take(n int) []byte {
+	p.maxBuf = max(p.maxBuf, n)
 	for i := len(p.free) - 1; i >= 0; i-- {
-		s := p.free[i]
-		if cap(s.buf) >= need {
-			p.free[i] = p.free[len(p.free)-1]
-			p.free[len(p.free)-1] = nil
-			p.free = p.free[:len(p.free)-1]
-			p.freeSize -= cap(s.buf)
-			p.inUse += cap(s.buf)
-			return s
+		if b := p.free[i]; cap(b) >= n {
+			p.dropFree(i)
+			p.held += cap(b)
+			return b[:n]
 		}
 	}
-	// Nothing fits: drop a free buffer rather than keep memory that is
-	// of no use at the current slice size.
-	if len(p.free) > 0 && p.inUse+p.freeSize+need > p.limit {
-		p.freeSize -= cap(p.free[0].buf)
-		p.free[0] = p.free[len(p.free)-1]
-		p.free[len(p.free)-1] = nil
-		p.free = p.free[:len(p.free)-1]
+	// None fits: the free buffers are too small to be of use now.
+	size := p.maxBuf
+	for len(p.free) > 0 && p.held+p.freeBytes+size > p.limit {
+		p.dropFree(0)
 	}
-	s := &slice{buf: make([]byte, need)}
-	p.inUse += need
-	return s
+	if p.held+p.freeBytes+size > p.limit {
+		size = n
+		if p.held+p.freeBytes+size > p.limit {
+			return nil
+		}
+	}
+	p.held += size
+	return make([]byte, n, size)
+}
+
+func (p *pool) dropFree(i int) {
+	p.freeBytes -= cap(p.free[i])
+	p.free[i] = p.free[len(p.free)-1]
+	p.free[len(p.free)-1] = nil
+	p.free = p.free[:len(p.free)-1]
 }
 
 // canAck reports whether, with the writer's backlog as it is, there is
 // room for one more slice beyond those held.
 func (p *pool) canAck() bool {
-	return p.queued == 0 || p.inUse+p.maxSlice <= p.limit
+	return p.queued == 0 || p.held+p.maxBuf <= p.limit
 }
