@@ -140,6 +140,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		ProgressInterval: time.Duration(o.statPeriodMS) * time.Millisecond,
 		Logf:             con.info,
 	}
+	cfg.IGMPReportInterval = o.igmpReport
 	if o.exitWaitMS <= 0 {
 		cfg.ExitWait = -1
 	}

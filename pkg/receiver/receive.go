@@ -33,6 +33,7 @@ func Receive(ctx context.Context, cfg Config, w io.Writer) (Progress, error) {
 	}
 	s := &session{ctx: ctx, cfg: cfg, w: w, done: make(chan struct{}), logged: map[string]int{}}
 	defer close(s.done)
+	defer s.stopKeepAlive()
 	if err := s.setup(); err != nil {
 		return s.prog, err
 	}
@@ -58,6 +59,7 @@ type session struct {
 	control   netip.AddrPort // rendezvous address, port P+1
 	ctrlGroup netip.Addr     // joined for the rendezvous, if multicast
 	dataGroup netip.Addr     // joined for data, if any
+	keep      *keepAlive     // IGMP reports for the joined groups
 	srcCM     *ipv4.ControlMessage
 
 	// Learnt at rendezvous.
@@ -130,6 +132,7 @@ func (s *session) setup() error {
 			return fail(err, "join "+ctrl.String())
 		}
 		s.ctrlGroup = ctrl
+		s.keepJoined(ctrl)
 	}
 	if err := s.pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
 		return fail(err, "IP_PKTINFO")
@@ -370,6 +373,7 @@ func (s *session) onConnected() error {
 			return wrapf(ErrSetup, err, "join data group %s on %s", g, s.ifc.Name)
 		}
 		s.dataGroup = g
+		s.keepJoined(g)
 		s.logf("Listening to multicast on %s", g)
 	}
 	// Batches sized for data packets; at most ~4 MiB of them.
@@ -427,10 +431,10 @@ func (s *session) receive() error {
 		}
 		if !deadline.IsZero() && !now.Before(deadline) {
 			if !s.dataStarted {
-				return &StartTimeoutError{Addr: s.sender, Timeout: s.cfg.StartTimeout, Connected: true}
+				return s.explainSilence(&StartTimeoutError{Addr: s.sender, Timeout: s.cfg.StartTimeout, Connected: true})
 			}
-			return errorf(ErrReceiveTimeout, "sender %s went silent after %s (nothing received for %s)",
-				s.sender, humanBytes(s.prog.Received), s.cfg.ReceiveTimeout)
+			return s.explainSilence(errorf(ErrReceiveTimeout, "sender %s went silent after %s (nothing received for %s)",
+				s.sender, humanBytes(s.prog.Received), s.cfg.ReceiveTimeout))
 		}
 	}
 	return s.finish()
@@ -559,6 +563,7 @@ func (s *session) startData(m *ipv4.Message, now time.Time) {
 	for _, g := range []netip.Addr{s.ctrlGroup, s.dataGroup} {
 		if g.IsValid() && g != dst && dst.IsValid() {
 			_ = s.pc.LeaveGroup(s.ifi, &net.UDPAddr{IP: g.AsSlice()})
+			s.keepLeft(g)
 		}
 	}
 	s.report(PhaseReceiving)
