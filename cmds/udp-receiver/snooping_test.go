@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,42 @@ func TestBlockedMulticastIsNamed(t *testing.T) {
 			!strings.Contains(out, "multicast is blocked on the way") {
 			t.Errorf("%s did not name blocked multicast:\n%s", r.name, out)
 		}
+	}
+}
+
+// TestKeepAliveWithoutRoot: run by an ordinary user, udp-receiver cannot
+// open the raw socket the reports need; it says so once and receives as
+// before.
+func TestKeepAliveWithoutRoot(t *testing.T) {
+	e := newEnv(t, 66, 2)
+	// Somewhere the user nobody can run the binary and write its output.
+	dir, err := os.MkdirTemp("", "udp-receiver-nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "udp-receiver")
+	data, err := os.ReadFile(ourBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	in := e.file("nobody.bin", 2_000_000)
+	out := filepath.Join(dir, "out")
+	user := startProc(t, e.hosts[0], "our receiver as nobody", out, nil, "setpriv",
+		"--reuid=65534", "--regid=65534", "--clear-groups", bin, "--nokbd", "--portbase", "9000", "--file", out)
+	root := e.ours(1, "--nokbd")
+	e.startSender(in, "--nokbd", "--min-receivers", "2") // multicast: groups joined
+	e.expectSame(in, user, root)
+	if n := strings.Count(user.stderr.String(), "IGMP keep-alive is off"); n != 1 {
+		t.Errorf("the warning came %d times, want once:\n%s", n, user.stderr)
+	}
+	if strings.Contains(root.stderr.String(), "IGMP keep-alive is off") {
+		t.Errorf("root's receiver has no keep-alive:\n%s", root.stderr)
 	}
 }
