@@ -96,15 +96,8 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	if opt.Port == 0 {
-		opt.Port = DefaultPort
-	}
-	if opt.Duration == 0 {
-		opt.Duration = DefaultDuration
-	}
-	if opt.Rate == 0 {
-		opt.Rate = DefaultRate
-	}
+	asked := OfferRequest{Port: opt.Port, Duration: opt.Duration, Rate: opt.Rate}.withDefaults()
+	opt.Port, opt.Duration, opt.Rate = asked.Port, asked.Duration, asked.Rate
 	if opt.MaxLoss == 0 {
 		opt.MaxLoss = DefaultMaxLoss
 	}

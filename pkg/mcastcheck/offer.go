@@ -62,6 +62,21 @@ type OfferRequest struct {
 	Rate     int
 }
 
+// withDefaults fills in the zero fields but the group (which depends on
+// the server's address).
+func (r OfferRequest) withDefaults() OfferRequest {
+	if r.Port == 0 {
+		r.Port = DefaultPort
+	}
+	if r.Rate == 0 {
+		r.Rate = DefaultRate
+	}
+	if r.Duration == 0 {
+		r.Duration = DefaultDuration
+	}
+	return r
+}
+
 // Values encodes r as the query of a POST to OfferPath.
 func (r OfferRequest) Values() url.Values {
 	v := url.Values{}
@@ -84,7 +99,7 @@ func (r OfferRequest) Values() url.Values {
 // fills in the defaults (except the group, which depends on the server's
 // address).
 func ParseOfferRequest(v url.Values) (OfferRequest, error) {
-	r := OfferRequest{Port: DefaultPort, Duration: DefaultDuration, Rate: DefaultRate}
+	r := OfferRequest{}.withDefaults()
 	bad := func(format string, args ...any) (OfferRequest, error) {
 		return OfferRequest{}, fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
 	}
@@ -206,15 +221,7 @@ func (o *Offerer) Offer(req OfferRequest, asker, local netip.Addr) (Offer, error
 	if !asker.Is4() || !local.Is4() {
 		return Offer{}, fmt.Errorf("%w: the test stream is IPv4 only (asked from %s to %s)", ErrBadRequest, asker, local)
 	}
-	if req.Port == 0 {
-		req.Port = DefaultPort
-	}
-	if req.Rate == 0 {
-		req.Rate = DefaultRate
-	}
-	if req.Duration == 0 {
-		req.Duration = DefaultDuration
-	}
+	req = req.withDefaults()
 	if !req.Group.IsValid() {
 		req.Group = DefaultGroup(local)
 	}
