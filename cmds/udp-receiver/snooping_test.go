@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgcast/imgcast/internal/lab"
 )
 
 // The networks that break multicast in real labs, reproduced on the lab
@@ -74,6 +76,7 @@ func TestBlockedMulticastIsNamed(t *testing.T) {
 // open the raw socket the reports need; it says so once and receives as
 // before.
 func TestKeepAliveWithoutRoot(t *testing.T) {
+	lab.Require(t, "setpriv")
 	e := newEnv(t, 66, 2)
 	// Somewhere the user nobody can run the binary and write its output.
 	dir, err := os.MkdirTemp("", "udp-receiver-nobody")
