@@ -23,6 +23,7 @@ declare -A want=(
   [ntfsfix]=ntfs-3g
   [losetup]=mount
   [flock]=util-linux
+  [setpriv]=util-linux
   [qemu-system-x86_64]=qemu-system-x86
   [qemu-img]=qemu-utils
   [/usr/lib/ipxe/qemu/efi-virtio.rom]=ipxe-qemu

@@ -81,6 +81,7 @@ func writeBanner(w io.Writer, in bannerInfo) {
 	}
 	b.WriteString(" Try:\n")
 	fmt.Fprintf(&b, "   udp-receiver --nokbd --portbase %d --file %s   receive a udp-sender stream onto the disk\n", s.PortBase, target)
+	fmt.Fprintf(&b, "   imgcast mcast-check recv -server %s   does multicast work here? (ends with a verdict)\n", pingTarget)
 	b.WriteString("   ip addr; ip route; ping " + pingTarget + "\n")
 	b.WriteString("   dmesg | tail; lsmod; pci -n; gpt " + target + "; cat /proc/cmdline\n")
 	b.WriteString("   sync; poweroff | reboot   (both sync first)   exit: leave the shell, then " + powerWord(s.After) + "\n")

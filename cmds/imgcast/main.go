@@ -5,6 +5,7 @@
 //	imgcast                                  run as the client agent (u-root uinit)
 //	imgcast agent [flags]                    same, with explicit flags
 //	imgcast image [flags] IMAGE-URL|DIR      the imaging job by hand (multicast or unicast)
+//	imgcast mcast-check send|recv [flags]    test multicast: a test stream, and the check with a verdict
 //	imgcast restore-partition SOURCE TARGET  restore one partition image
 //	imgcast restore-disk IMAGEDIR|URL TARGET restore a whole disk
 //
@@ -28,12 +29,16 @@ type subcommand struct {
 var subcommands = map[string]subcommand{
 	"agent":             {"run the imaging client (default when started as uinit)", runAgent},
 	"image":             {"run the imaging job by hand: [flags] IMAGE-URL|DIR (see imgcast image -h)", runImage},
+	"mcast-check":       {"does multicast work here, and if not why: send | recv -server IP", runMcastCheck},
 	"restore-partition": {"restore one partition image: SOURCE (file or -) TARGET (device or file)", runRestorePartition},
 	"restore-disk":      {"restore a disk from an image folder or URL: IMAGEDIR|URL TARGET", runRestoreDisk},
 }
 
 func main() {
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if status, ok := err.(exitStatus); ok {
+			os.Exit(int(status))
+		}
 		fmt.Fprintln(os.Stderr, "imgcast:", err)
 		os.Exit(1)
 	}

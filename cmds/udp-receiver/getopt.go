@@ -85,7 +85,7 @@ func parseLong(prog, a string, rest []string, longs []longOption) (option, int, 
 			found, matches, ambiguous = l, nil, false
 			break
 		}
-		if strings.HasPrefix(l.name, name) {
+		if strings.HasPrefix(l.name, name) && !fullNameOnly[l.name] {
 			if len(matches) > 0 && (l.hasArg != matches[0].hasArg || l.key != matches[0].key) {
 				ambiguous = true
 			}

@@ -153,6 +153,7 @@ func runIn(env environment, args []string, stdin io.Reader, stdout, stderr io.Wr
 		ProgressInterval: time.Duration(o.statPeriodMS) * time.Millisecond,
 		Logf:             con.info,
 	}
+	cfg.IGMPReportInterval = o.igmpReport
 	if o.exitWaitMS <= 0 {
 		cfg.ExitWait = -1
 	}

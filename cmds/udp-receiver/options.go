@@ -13,6 +13,7 @@ import (
 const (
 	keyReceiveTimeout = 256 + iota
 	keyNoProgress
+	keyIGMPReportInterval
 )
 
 // shortOptions is udpcast's udp-receiver short option string.
@@ -47,13 +48,19 @@ var longOptions = []longOption{
 	{"statistics-period", true, 'z'},
 	{"stat-period", true, 'z'},
 	{"ignore-lost-data", false, 'Z'},
+	{"igmp-report-interval", true, keyIGMPReportInterval},
 }
+
+// fullNameOnly are imgcast's own long options: they match only their full
+// name, so that every abbreviation means what it means to udpcast.
+var fullNameOnly = map[string]bool{"igmp-report-interval": true}
 
 const usageLine = "[--file file] [--pipe pipe] [--portbase portbase] [--interface net-interface] " +
 	"[--log file] [--no-progress] [--ttl time-to-live] [--mcast-rdv-address mcast-rdv-address] " +
 	"[--rcvbuf buf] [--nokbd] [--exit-wait milliseconds] [--nosync] [--sync] [--start-timeout sto] " +
 	"[--receive-timeout rct] [--license] [-x uncomprStatPrint] [-z statPeriod] " +
-	"[--print-uncompressed-position flag] [--stat-period millis] [--ignore-lost-data]"
+	"[--print-uncompressed-position flag] [--stat-period millis] [--ignore-lost-data] " +
+	"[--igmp-report-interval seconds]"
 
 // options is udp-receiver's command line.
 type options struct {
@@ -76,6 +83,9 @@ type options struct {
 	printPosition  int // -1 = auto
 	ignoreLostData bool
 	license        bool
+	// igmpReport paces our own IGMP membership reports: 0 is the
+	// receiver's default, negative off (--igmp-report-interval 0).
+	igmpReport time.Duration
 }
 
 // usageError is a command-line error: message, usage line, exit 1.
@@ -152,6 +162,15 @@ func parseOptions(prog string, args []string, getenv func(string) string, resolv
 			o.statPeriodMS = atoi(p.arg)
 		case 'Z':
 			o.ignoreLostData = true
+		case keyIGMPReportInterval:
+			n := atoi(p.arg)
+			if n < 0 {
+				return nil, fmt.Errorf("igmp report interval %d is negative (0 turns the reports off)", n)
+			}
+			o.igmpReport = time.Duration(n) * time.Second
+			if n == 0 {
+				o.igmpReport = -1
+			}
 		}
 	}
 	if !ifaceGiven {

@@ -64,6 +64,12 @@ type Config struct {
 	// never grant it. Once a HELLO was heard, repeats go only to the
 	// sender that sent it. 0 means 1 s, negative means never repeat.
 	ConnectRetry time.Duration
+	// IGMPReportInterval is how often the receiver sends its own IGMP
+	// membership report for each group it joined, so that a switch that
+	// snoops IGMP without a querier keeps forwarding them. 0 means 5 s,
+	// negative means never. It needs a raw socket (root); without one it
+	// tells Logf once (Logf may then be called from another goroutine).
+	IGMPReportInterval time.Duration
 
 	// ReceiveBuffer is the socket receive buffer in bytes (SO_RCVBUFFORCE
 	// when permitted). 0 means 4 MiB.

@@ -37,6 +37,7 @@ func Receive(ctx context.Context, cfg Config, w io.Writer) (Progress, error) {
 	}
 	s := &session{ctx: ctx, cfg: cfg, w: w, done: make(chan struct{}), logged: map[string]int{}, jitter: rand.Float64}
 	defer close(s.done)
+	defer s.stopKeepAlive()
 	if err := s.setup(); err != nil {
 		return s.prog, err
 	}
@@ -65,6 +66,7 @@ type session struct {
 	control   netip.AddrPort // rendezvous address, port P+1
 	ctrlGroup netip.Addr     // joined for the rendezvous, if multicast
 	dataGroup netip.Addr     // joined for data, if any
+	keep      *keepAlive     // IGMP reports for the joined groups
 	srcCM     *ipv4.ControlMessage
 
 	// Learnt at rendezvous.
@@ -150,6 +152,7 @@ func (s *session) setup() error {
 			return err
 		}
 		s.ctrlGroup = ctrl
+		s.keepJoined(ctrl)
 	}
 	if rdv := cfg.RendezvousAddr; rdv.IsValid() && !rdv.IsMulticast() && !rdv.IsUnspecified() &&
 		rdv != s.ifc.Broadcast && rdv != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
@@ -538,6 +541,7 @@ func (s *session) onConnected() error {
 			return err
 		}
 		s.dataGroup = g
+		s.keepJoined(g)
 		s.logf("Listening to multicast on %s", g)
 	}
 	// Batches sized for data packets; at most ~4 MiB of them.
@@ -599,7 +603,7 @@ func (s *session) receive() error {
 			break
 		}
 		if !silence.IsZero() && !now.Before(silence) {
-			return s.silenceError()
+			return s.explainSilence(s.silenceError())
 		}
 	}
 	return s.finish()
@@ -759,6 +763,7 @@ func (s *session) startData(m *ipv4.Message, now time.Time) {
 	for _, g := range []netip.Addr{s.ctrlGroup, s.dataGroup} {
 		if g.IsValid() && g != dst && dst.IsValid() {
 			s.leaveGroup(g)
+			s.keepLeft(g)
 		}
 	}
 	s.report(PhaseReceiving)

@@ -40,6 +40,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/status", s.listClients)
 	mux.HandleFunc("POST /api/status", s.receiveReport)
 	mux.HandleFunc("GET /api/session", s.serveSession)
+	mux.HandleFunc("POST /api/mcast-check", s.offerMulticastCheck())
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(statusPage)
