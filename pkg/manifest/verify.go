@@ -31,10 +31,10 @@ func (e *ChunkError) Error() string {
 // Is makes errors.Is(err, ErrChunk) and errors.Is(err, ErrManifest) true.
 func (e *ChunkError) Is(target error) bool { return target == ErrChunk || target == ErrManifest }
 
-// verifier hands out the stream a whole chunk at a time, each only after
+// Verifier hands out the stream a whole chunk at a time, each only after
 // its SHA-256 matched. A goroutine reads and hashes the next chunk while
 // the consumer takes the current one: two chunk buffers (8 MiB) in all.
-type verifier struct {
+type Verifier struct {
 	s     *Stream
 	full  chan []byte
 	free  chan []byte
@@ -43,14 +43,16 @@ type verifier struct {
 	cur   []byte
 	owner []byte
 	err   error // set by the producer before it closes full
+	mu    sync.Mutex
+	bad   error // the verification failure, for Err
 }
 
 // NewReader returns a reader of src that yields only verified chunks of
 // stream s, and fails (ChunkError) at the first chunk that does not match,
 // at a stream shorter than s.Size (wrapping io.ErrUnexpectedEOF) and at one
 // longer. Close stops its goroutine; it does not close src.
-func (s *Stream) NewReader(src io.Reader) io.ReadCloser {
-	v := &verifier{s: s, full: make(chan []byte, 1), free: make(chan []byte, 2), stop: make(chan struct{})}
+func (s *Stream) NewReader(src io.Reader) *Verifier {
+	v := &Verifier{s: s, full: make(chan []byte, 1), free: make(chan []byte, 2), stop: make(chan struct{})}
 	for range 2 {
 		v.free <- make([]byte, ChunkSize)
 	}
@@ -58,8 +60,15 @@ func (s *Stream) NewReader(src io.Reader) io.ReadCloser {
 	return v
 }
 
-func (v *verifier) produce(src io.Reader) {
+func (v *Verifier) produce(src io.Reader) {
 	defer close(v.full)
+	defer func() {
+		if v.err != nil && v.err != io.EOF {
+			v.mu.Lock()
+			v.bad = v.err
+			v.mu.Unlock()
+		}
+	}()
 	var off int64
 	h := sha256.New()
 	for i, want := range v.s.Chunks {
@@ -122,7 +131,7 @@ func (v *verifier) produce(src io.Reader) {
 	}
 }
 
-func (v *verifier) Read(p []byte) (int, error) {
+func (v *Verifier) Read(p []byte) (int, error) {
 	for len(v.cur) == 0 {
 		if v.owner != nil {
 			v.free <- v.owner[:cap(v.owner)]
@@ -139,7 +148,16 @@ func (v *verifier) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (v *verifier) Close() error {
+func (v *Verifier) Close() error {
 	v.once.Do(func() { close(v.stop) })
 	return nil
+}
+
+// Err is the verification (or read) failure once one happened, else nil.
+// It lets a caller tell the cause from what a decoder downstream made of
+// the cut-off stream.
+func (v *Verifier) Err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.bad
 }
