@@ -3,10 +3,10 @@ package restore
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"io/fs"

@@ -3,8 +3,8 @@ package decompress_test
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/crc32"
 	"errors"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os/exec"
