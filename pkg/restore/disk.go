@@ -198,8 +198,8 @@ func checkPieces(m *manifest.Manifest, name string, im *imagedir.Image) error {
 		found = append(found, pc.Name)
 	}
 	if strings.Join(found, " ") != strings.Join(s.Pieces, " ") {
-		return fmt.Errorf("%w: %s is made of %s in the folder but of %s in the signed manifest",
-			manifest.ErrManifest, name, strings.Join(found, " + "), strings.Join(s.Pieces, " + "))
+		return fmt.Errorf("%w: %s is %d pieces in the folder (%s … %s) but %d in the signed manifest (%s … %s)",
+			manifest.ErrManifest, name, len(found), found[0], found[len(found)-1], len(s.Pieces), s.Pieces[0], s.Pieces[len(s.Pieces)-1])
 	}
 	for _, pc := range im.Pieces {
 		f, _ := m.File(pc.Name)
