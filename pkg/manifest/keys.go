@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // Key and signature files are one line each: a label, a space, standard
@@ -91,10 +92,13 @@ func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
 	return k, nil
 }
 
-// LoadBuiltinKey reads the public key built into the boot image, or returns
-// nil and no error when the image has none.
-func LoadBuiltinKey() (ed25519.PublicKey, error) {
-	k, err := LoadPublicKey(BuiltinKeyPath)
+// LoadBuiltinKey reads the public key built into the boot image
+// (root+BuiltinKeyPath; root "" is "/"), or returns nil and no error when
+// the image has none. A key file that is there but unreadable or malformed
+// is an error: the client must then refuse to image rather than go on
+// without verification.
+func LoadBuiltinKey(root string) (ed25519.PublicKey, error) {
+	k, err := LoadPublicKey(filepath.Join("/", root, BuiltinKeyPath))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

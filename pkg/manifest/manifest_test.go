@@ -286,3 +286,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestBuiltinKey(t *testing.T) {
+	root := t.TempDir()
+	if k, err := manifest.LoadBuiltinKey(root); k != nil || err != nil {
+		t.Fatalf("no key: %v %v", k, err)
+	}
+	pub, _, name := keyPair(t)
+	os.MkdirAll(filepath.Join(root, "etc/imgcast"), 0o755)
+	b, _ := os.ReadFile(name + ".pub")
+	os.WriteFile(filepath.Join(root, manifest.BuiltinKeyPath), b, 0o644)
+	if k, err := manifest.LoadBuiltinKey(root); err != nil || !k.Equal(pub) {
+		t.Fatalf("built-in key: %v", err)
+	}
+	os.WriteFile(filepath.Join(root, manifest.BuiltinKeyPath), []byte("garbage\n"), 0o644)
+	if k, err := manifest.LoadBuiltinKey(root); err == nil || k != nil {
+		t.Fatal("a malformed built-in key was ignored")
+	}
+}
