@@ -33,7 +33,9 @@ test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
 
 ## bench-restore: imgcast restore-partition vs zstd -dc | partclone.restore on
-## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
+## a 1 GiB ext4 image, alternating, plus restore-disk of the same image plain
+## and signed (restore-disk -pubkey); prints the times, both ratios and the
+## cost of manifest verification (not a test).
 bench-restore:
 	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
 
