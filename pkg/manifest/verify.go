@@ -39,6 +39,7 @@ type Verifier struct {
 	full  chan []byte
 	free  chan []byte
 	stop  chan struct{}
+	exit  chan struct{} // closed when the producer no longer reads src
 	once  sync.Once
 	cur   []byte
 	owner []byte
@@ -52,7 +53,7 @@ type Verifier struct {
 // at a stream shorter than s.Size (wrapping io.ErrUnexpectedEOF) and at one
 // longer. Close stops its goroutine; it does not close src.
 func (s *Stream) NewReader(src io.Reader) *Verifier {
-	v := &Verifier{s: s, full: make(chan []byte, 1), free: make(chan []byte, 2), stop: make(chan struct{})}
+	v := &Verifier{s: s, full: make(chan []byte, 1), free: make(chan []byte, 2), stop: make(chan struct{}), exit: make(chan struct{})}
 	for range 2 {
 		v.free <- make([]byte, ChunkSize)
 	}
@@ -60,7 +61,11 @@ func (s *Stream) NewReader(src io.Reader) *Verifier {
 	return v
 }
 
+// errClosed is what Read returns once Close stopped the producer.
+var errClosed = errors.New("manifest verifier closed")
+
 func (v *Verifier) produce(src io.Reader) {
+	defer close(v.exit)
 	defer close(v.full)
 	defer func() {
 		if v.err != nil && v.err != io.EOF {
@@ -76,12 +81,16 @@ func (v *Verifier) produce(src io.Reader) {
 		select {
 		case buf = <-v.free:
 		case <-v.stop:
+			v.err = errClosed
 			return
 		}
 		n := int(min(ChunkSize, v.s.Size-off))
 		buf = buf[:n]
 		h.Reset()
 		for got := 0; got < n; {
+			if v.stopped() {
+				return
+			}
 			k, err := src.Read(buf[got:])
 			h.Write(buf[got : got+k])
 			got += k
@@ -108,12 +117,16 @@ func (v *Verifier) produce(src io.Reader) {
 		select {
 		case v.full <- buf:
 		case <-v.stop:
+			v.err = errClosed
 			return
 		}
 	}
 	// The stream must end here: bytes beyond what was signed are injected.
 	var one [1]byte
 	for {
+		if v.stopped() {
+			return
+		}
 		k, err := src.Read(one[:])
 		if k > 0 {
 			v.err = &ChunkError{Stream: v.s.Name, Index: len(v.s.Chunks), Offset: off,
@@ -148,8 +161,23 @@ func (v *Verifier) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// stopped reports (and records) a Close.
+func (v *Verifier) stopped() bool {
+	select {
+	case <-v.stop:
+		v.err = errClosed
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the goroutine and waits until it no longer reads src: at
+// most until a Read of src already under way returns. The caller may then
+// close src. Reads after Close fail.
 func (v *Verifier) Close() error {
 	v.once.Do(func() { close(v.stop) })
+	<-v.exit
 	return nil
 }
 

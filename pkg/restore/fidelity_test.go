@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/imgcast/imgcast/pkg/restore"
@@ -156,12 +157,13 @@ func TestV1DeviceSizeNTFS(t *testing.T) {
 	}
 }
 
-// zeros is an endless stream of zero bytes that counts what was read.
-type zeros struct{ n int64 }
+// zeros is an endless stream of zero bytes that counts what was read
+// (atomically: restore's read-ahead may still be reading when it returns).
+type zeros struct{ n atomic.Int64 }
 
 func (z *zeros) Read(p []byte) (int, error) {
 	clear(p)
-	z.n += int64(len(p))
+	z.n.Add(int64(len(p)))
 	return len(p), nil
 }
 
@@ -216,8 +218,8 @@ func TestHostileBitmap(t *testing.T) {
 				t.Errorf("%d MiB allocated for a refused header", alloc>>20)
 			}
 			// The readahead may run a few MiB ahead; the bitmap is 1 GiB.
-			if src.n > 16<<20 {
-				t.Errorf("%d MiB of the bitmap were read before the refusal", src.n>>20)
+			if n := src.n.Load(); n > 16<<20 {
+				t.Errorf("%d MiB of the bitmap were read before the refusal", n>>20)
 			}
 		})
 	}
