@@ -343,11 +343,18 @@ func (p *Plan) peekOne(ctx context.Context, n int, im *imagedir.Image) error {
 		return err
 	}
 	defer dec.Close()
-	h, err := partclone.ReadHeader(dec)
-	if err != nil {
-		return err
-	}
-	return p.CheckHeader(n, h)
+	// The descriptor is checked against the partition before the bitmap
+	// (whose size comes from the image) is read.
+	_, err = partclone.ReadHeaderChecked(dec, func(h *partclone.Header) error {
+		if err := p.CheckHeader(n, h); err != nil {
+			return err
+		}
+		if h.BitmapBytes() > partclone.MaxBitmapBytes {
+			return partclone.BitmapTooLarge(h, partclone.MaxBitmapBytes)
+		}
+		return nil
+	})
+	return err
 }
 
 // WriteTable writes the partition table and boot area to the disk f.
