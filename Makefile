@@ -33,7 +33,9 @@ test-quick: check
 	IMGCAST_QUICK=1 $(GO) test -count=1 ./...
 
 ## bench-restore: imgcast restore-partition vs zstd -dc | partclone.restore on
-## a 1 GiB ext4 image, alternating; prints both and the ratio (not a test).
+## a 1 GiB ext4 image, alternating, plus restore-disk of the same image plain
+## and signed (restore-disk -pubkey); prints the times, both ratios and the
+## cost of manifest verification (not a test).
 bench-restore:
 	flock /tmp/imgcast-heavy.lock scripts/bench-restore.sh
 
@@ -47,6 +49,7 @@ clean:
 
 ## initramfs: the client boot image build/initramfs.img (u-root userland +
 ## kernel modules, two concatenated cpio archives) and its kernel build/vmlinuz.
+## PUBKEY=NAME.pub builds a public key for signed images into it.
 initramfs: $(BUILD)/initramfs.img $(BUILD)/vmlinuz
 	@echo "initramfs: $(BUILD)/initramfs.img $$(stat -c %s $(BUILD)/initramfs.img) bytes" \
 	  "(userland $$(stat -c %s $(BUILD)/userland.cpio.zst), modules $$(stat -c %s $(BUILD)/modules.cpio));" \
@@ -82,12 +85,28 @@ $(BUILD)/modules.cpio: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs
 # instead of its full-screen editor, so the debug shell works on a serial
 # console (serial-over-LAN) and can be driven by tests. GOAMD64=v1 keeps the
 # image running on old CPUs and QEMU's default CPU model.
-$(BUILD)/userland.cpio.zst: $(IMAGE_GO)
+$(BUILD)/userland.cpio.zst: $(IMAGE_GO) $(BUILD)/image.pub
 	@mkdir -p $(BUILD)/bin
 	$(GO) build -o $(BUILD)/bin/u-root github.com/u-root/u-root
+	keyfiles=(); if [[ -s $(BUILD)/image.pub ]]; then keyfiles=(-files $(BUILD)/image.pub:etc/imgcast/image.pub); fi; \
 	GOAMD64=v1 $(BUILD)/bin/u-root -o $(BUILD)/userland.cpio -tags goshsmall \
-	  -uinitcmd=imgcast -defaultsh=gosh $(UROOT_CMDS) $(IMAGE_CMDS)
+	  -uinitcmd=imgcast -defaultsh=gosh "$${keyfiles[@]}" $(UROOT_CMDS) $(IMAGE_CMDS)
 	zstd -19 -T0 -q -f --rm $(BUILD)/userland.cpio -o $@
+
+# make initramfs PUBKEY=NAME.pub (from imgcast keygen) builds the public key
+# into the image at /etc/imgcast/image.pub: clients then require image folders
+# signed with the matching NAME.key. Without PUBKEY the image has no key. The
+# copy in $(BUILD) changes only when the key does, so the image is rebuilt
+# exactly when the key changes.
+PUBKEY ?=
+$(BUILD)/image.pub: FORCE
+	@mkdir -p $(BUILD)
+	@if [[ -n "$(PUBKEY)" ]]; then \
+	  if ! grep -qx 'imgcast-ed25519-public [A-Za-z0-9+/=]*' "$(PUBKEY)" || [[ $$(wc -l < "$(PUBKEY)") != 1 ]]; then \
+	    echo "PUBKEY=$(PUBKEY) is not a public key written by imgcast keygen (NAME.pub)" >&2; exit 1; \
+	  fi; \
+	  cmp -s "$(PUBKEY)" $@ || cp "$(PUBKEY)" $@; \
+	elif [[ ! -e $@ || -s $@ ]]; then : > $@; fi
 
 # The modules archive holds zstd-compressed .ko files already; compressing
 # it again gains nothing, so it is appended as is. The kernel only finds an

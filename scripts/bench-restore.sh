@@ -4,7 +4,11 @@
 # a 1 GiB ext4 filesystem, mostly full, captured with partclone (default
 # CRC32 checksums) and zstd. Runs alternate, each writing a fresh
 # pre-sized target file and ending with its fsync; the medians and their
-# ratio are printed. Not a test: it only reports.
+# ratio are printed. The same image is also restored as a one-partition
+# image folder with `imgcast restore-disk`, once plain and once signed
+# (imgcast sign; restore-disk -pubkey verifies every 4 MiB chunk before it
+# is decompressed), which gives the cost of manifest verification. Not a
+# test: it only reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
@@ -28,39 +32,76 @@ if [[ ! -s $img ]]; then
   rm -f "$work/fs.img"
 fi
 
+# The signed folder: the same image as d1p1.img of a 1 GiB partition.
+folder=$work/folder/bench
+if [[ ! -s $folder/d1.manifest || $folder/d1p1.img -ot "$img" ]]; then
+  rm -rf "$work/folder" "$work/key.key" "$work/key.pub"
+  mkdir -p "$folder"
+  ln "$img" "$folder/d1p1.img" 2>/dev/null || cp "$img" "$folder/d1p1.img"
+  printf 'label: dos\nunit: sectors\n\n/dev/sda1 : start=2048, size=2097152, type=83\n' > "$folder/d1.partitions"
+  "$work/imgcast" keygen "$work/key" >/dev/null
+  t0=$(date +%s.%N)
+  "$work/imgcast" sign -key "$work/key.key" "$folder"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "signing took %.2f s\n", b - a}'
+fi
+
 target=$work/target.raw
 theirs_out=$work/target-partclone.raw
-now() { date +%s.%N; }
+disk=$work/disk.raw
 fresh() { rm -f "$target"; truncate -s 1G "$target"; sync; }
+fresh_disk() { rm -f "$disk"; truncate -s $((1024 + 2))M "$disk"; sync; }
+# timed NAME CMD...: runs CMD (a pipeline inside bash -c) and appends its wall
+# time to NAME_wall and its CPU time (user+sys of every process) to NAME_cpu.
+# On a shared machine the CPU time is the steadier of the two.
+TIMEFORMAT='%R %U %S'
+timed() {
+  local name=$1 t
+  shift
+  t=$({ time bash -euo pipefail -c "$1" >/dev/null 2>"$work/cmd.err"; } 2>&1) ||
+    { echo "bench: failed: $1" >&2; cat "$work/cmd.err" >&2; exit 1; }
+  read -r real user sys <<<"$t"
+  eval "${name}_wall+=($real)"
+  eval "${name}_cpu+=($(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.3f", u + s}'))"
+}
 
-declare -a ours theirs
+declare -a theirs_wall theirs_cpu ours_wall ours_cpu plain_wall plain_cpu signed_wall signed_cpu
 for ((r = 1; r <= rounds; r++)); do
   fresh
-  t0=$(now)
-  zstd -dc "$img" | partclone.restore -s - -O "$target" -C -L "$work/restore.log" >/dev/null 2>&1
-  t1=$(now)
-  theirs+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
+  timed theirs "zstd -dc '$img' | partclone.restore -s - -O '$target' -C -L '$work/restore.log'"
   fresh
-  t0=$(now)
-  "$work/imgcast" restore-partition -q "$img" "$target" >/dev/null
-  t1=$(now)
-  ours+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
-  echo "round $r: zstd|partclone.restore ${theirs[-1]} s, imgcast ${ours[-1]} s"
+  timed ours "'$work/imgcast' restore-partition -q '$img' '$target'"
+  fresh_disk
+  timed plain "'$work/imgcast' restore-disk -q '$folder' '$disk'"
+  fresh_disk
+  timed signed "'$work/imgcast' restore-disk -q -pubkey '$work/key.pub' '$folder' '$disk'"
+  echo "round $r (wall/cpu s): zstd|partclone.restore ${theirs_wall[-1]}/${theirs_cpu[-1]}," \
+    "imgcast restore-partition ${ours_wall[-1]}/${ours_cpu[-1]}, restore-disk ${plain_wall[-1]}/${plain_cpu[-1]}," \
+    "restore-disk signed ${signed_wall[-1]}/${signed_cpu[-1]}"
 done
-# The figures mean nothing unless both wrote the same bytes: $target holds
-# imgcast's output of the last round; compare it with partclone's.
+# The figures mean nothing unless all wrote the same bytes: $target holds
+# restore-partition's output of the last round and $disk the signed
+# restore-disk's; compare both with partclone's.
 rm -f "$theirs_out"
 truncate -s 1G "$theirs_out"
 zstd -dc "$img" | partclone.restore -s - -O "$theirs_out" -C -L "$work/restore.log" >/dev/null 2>&1
 cmp "$target" "$theirs_out"
-echo "outputs: identical (cmp)"
-rm -f "$target" "$theirs_out"
+cmp -i 1048576:0 -n 1073741824 "$disk" "$theirs_out"
+echo "outputs: identical (cmp; the signed restore-disk's partition too)"
+rm -f "$target" "$theirs_out" "$disk"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m_theirs=$(median "${theirs[@]}")
-m_ours=$(median "${ours[@]}")
 size=$(stat -c %s "$img")
-echo "image: $(basename "$img"), $size bytes compressed"
-printf 'zstd -dc | partclone.restore: %.2f s (median of %d)\n' "$m_theirs" "$rounds"
-printf 'imgcast restore-partition:    %.2f s (median of %d)\n' "$m_ours" "$rounds"
-awk -v a="$m_ours" -v b="$m_theirs" 'BEGIN {printf "ratio imgcast / C pipeline:   %.2f\n", a / b}'
+echo "image: $(basename "$img"), $size bytes compressed; medians of $rounds rounds"
+printf '%-32s %8s %8s\n' "" "wall s" "cpu s"
+for v in theirs:"zstd -dc | partclone.restore" ours:"imgcast restore-partition" plain:"imgcast restore-disk" signed:"imgcast restore-disk -pubkey"; do
+  name=${v%%:*}
+  eval "w=\$(median \"\${${name}_wall[@]}\"); c=\$(median \"\${${name}_cpu[@]}\")"
+  printf '%-32s %8.2f %8.2f\n' "${v#*:}" "$w" "$c"
+  eval "m_${name}_wall=$w m_${name}_cpu=$c"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "ratio imgcast / C pipeline (wall):        $(ratio "$m_ours_wall" "$m_theirs_wall")"
+echo "ratio signed restore-disk / C (wall):     $(ratio "$m_signed_wall" "$m_theirs_wall")"
+awk -v a="$m_signed_wall" -v b="$m_plain_wall" -v c="$m_signed_cpu" -v d="$m_plain_cpu" \
+  'BEGIN {printf "manifest verification cost: %+.1f%% wall, %+.1f%% cpu (signed / plain restore-disk)\n", (a / b - 1) * 100, (c / d - 1) * 100}'

@@ -87,6 +87,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		consoles string
 		initrds  list
 		extra    list
+		signKey  string
 	)
 	cfg.Sender.StreamHeader = true
 	fs.StringVar(&cfg.Images, "images", "", "folder of FOG-style image folders, served at /images/ (required)")
@@ -112,6 +113,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.Var(&extra, "sender-arg", "extra udp-sender argument (repeatable)")
 	fs.BoolVar(&cfg.Sender.StreamHeader, "stream-header", true, "put a FOGMC1 header naming the image file in front of each stream")
 	fs.StringVar(&cfg.Sender.Program, "udp-sender", "udp-sender", "udp-sender program")
+	fs.StringVar(&signKey, "sign-key", "", "private key (imgcast keygen NAME → NAME.key): sign the image folder at start if it has no d1.manifest")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -143,6 +145,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	logger := log.New(stderr, "imgcast-server: ", log.LstdFlags|log.Lmsgprefix)
 	cfg.Log = logger
+	if signKey != "" {
+		if err := signIfUnsigned(context.Background(), cfg.Images, cfg.Image, signKey, logger); err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -8,6 +8,8 @@
 //	imgcast mcast-check send|recv [flags]    test multicast: a test stream, and the check with a verdict
 //	imgcast restore-partition SOURCE TARGET  restore one partition image
 //	imgcast restore-disk IMAGEDIR|URL TARGET restore a whole disk
+//	imgcast keygen NAME                      write an Ed25519 key pair for signed images
+//	imgcast sign -key NAME.key IMAGEDIR      write the folder's signed manifest
 //
 // Settings of the agent come from the kernel command line (see README.md).
 package main
@@ -32,6 +34,8 @@ var subcommands = map[string]subcommand{
 	"mcast-check":       {"does multicast work here, and if not why: send | recv -server IP", runMcastCheck},
 	"restore-partition": {"restore one partition image: SOURCE (file or -) TARGET (device or file)", runRestorePartition},
 	"restore-disk":      {"restore a disk from an image folder or URL: IMAGEDIR|URL TARGET", runRestoreDisk},
+	"keygen":            {"write an Ed25519 key pair for signed images: NAME (NAME.key, NAME.pub)", runKeygen},
+	"sign":              {"sign an image folder: -key NAME.key IMAGEDIR (writes d1.manifest, d1.manifest.sig)", runSign},
 }
 
 func main() {

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/imgcast/imgcast/internal/bytesize"
+	"github.com/imgcast/imgcast/pkg/manifest"
 	"github.com/imgcast/imgcast/pkg/restore"
+	"github.com/imgcast/imgcast/pkg/restore/decompress"
 )
 
 // runRestorePartition: imgcast restore-partition [flags] SOURCE TARGET
@@ -23,10 +25,11 @@ func runRestorePartition(args []string, stdin io.Reader, stdout, stderr io.Write
 	ignore := fl.Bool("ignore-checksums", false, "do not verify partclone data checksums (header and bitmap CRCs are still checked)")
 	raw := fl.Bool("raw", false, "write a stream that is not a partclone image as it is")
 	sum := fl.String("sha256", "", "fail unless the SHA-256 of SOURCE as read (compressed) is this")
+	format := fl.String("format", "", "compression of SOURCE instead of sniffing it: gzip, zstd, xz, lz4, bzip2 or none")
 	quiet := fl.Bool("q", false, "no progress output")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: imgcast restore-partition [flags] SOURCE TARGET")
-		fmt.Fprintln(stderr, "  SOURCE: a partclone image (gzip, zstd or uncompressed), or - for standard input")
+		fmt.Fprintln(stderr, "  SOURCE: a partclone image (gzip, zstd, xz, lz4, bzip2 or uncompressed), or - for standard input")
 		fmt.Fprintln(stderr, "  TARGET: a partition device, or a file (created with the image's device size if missing)")
 		fl.PrintDefaults()
 	}
@@ -39,7 +42,12 @@ func runRestorePartition(args []string, stdin io.Reader, stdout, stderr io.Write
 	}
 	src, target := fl.Arg(0), fl.Arg(1)
 
-	opts := restore.Options{IgnoreChecksums: *ignore, AllowRaw: *raw, Logf: logTo(stderr)}
+	opts := restore.Options{IgnoreChecksums: *ignore, AllowRaw: *raw, Logf: logTo(stderr), Compression: decompress.Kind(*format)}
+	switch opts.Compression {
+	case decompress.Auto, decompress.None, decompress.Gzip, decompress.Zstd, decompress.Xz, decompress.Lz4, decompress.Bzip2:
+	default:
+		return fmt.Errorf("-format %q: want gzip, zstd, xz, lz4, bzip2 or none", *format)
+	}
 	var in io.Reader = stdin
 	if src != "-" {
 		f, err := os.Open(src)
@@ -94,6 +102,8 @@ func runRestoreDisk(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	disk := fl.Int("disk", 1, "which disk of the image folder (the N of dN.partitions)")
 	sectorSize := fl.Int64("sector-size", 0, "logical sector size of an image-file TARGET (default 512)")
 	quiet := fl.Bool("q", false, "no progress output")
+	pubkey := fl.String("pubkey", "", "require dN.manifest signed by this key (NAME.pub) and verify every chunk before it is used")
+	imageID := fl.String("image-id", "", "with -pubkey: the image id the manifest must name (default: the folder's name)")
 	fl.Usage = func() {
 		fmt.Fprintln(stderr, "usage: imgcast restore-disk [flags] IMAGEDIR|URL TARGET")
 		fmt.Fprintln(stderr, "  IMAGEDIR|URL: a FOG image folder (dN.partitions, dN.mbr, dNpM.img…), local or http(s)")
@@ -110,11 +120,22 @@ func runRestoreDisk(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	di, err := restore.OpenImage(ctx, fl.Arg(0), *disk)
+	var lo restore.LoadOptions
+	if *pubkey != "" {
+		var err error
+		if lo.PublicKey, err = manifest.LoadPublicKey(*pubkey); err != nil {
+			return err
+		}
+		lo.ImageID = *imageID
+	}
+	di, err := restore.OpenImage(ctx, fl.Arg(0), *disk, lo)
 	if err != nil {
 		return err
 	}
 	folder := di.Folder
+	if di.Manifest != nil {
+		fmt.Fprintf(stdout, "%s: signed manifest of image %q verified; every chunk is checked before it is used\n", folder, di.Manifest.ImageID)
+	}
 	f, g, err := restore.OpenDisk(fl.Arg(1), *sectorSize)
 	if err != nil {
 		return err

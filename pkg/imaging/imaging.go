@@ -284,7 +284,7 @@ func (j *job) run(ctx context.Context) (*Result, error) {
 	}
 
 	j.printf("Reading image metadata from %s\n", j.Image)
-	di, err := restore.OpenImage(ctx, j.Image, 1)
+	di, err := restore.OpenImage(ctx, j.Image, 1, restore.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("reading the image folder: %w", err)
 	}

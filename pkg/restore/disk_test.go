@@ -334,7 +334,17 @@ func TestRestoreDiskBad(t *testing.T) {
 				os.Remove(p)
 				sums(t, d)
 			})
-		}, diskSize, restore.ErrTruncated, false},
+		}, diskSize, restore.ErrTruncated, true}, // the header check before the table already fails
+		{"d1.sha256 does not list d1.partitions", func(t *testing.T) string {
+			return clone(t, func(d string) {
+				run(t, "bash", "-euo", "pipefail", "-c", `cd "$1" && sha256sum d1.mbr d1p*.img* > d1.sha256`, "bash", d)
+			})
+		}, diskSize, restore.ErrDigest, true},
+		{"d1.sha256 does not list d1.mbr", func(t *testing.T) string {
+			return clone(t, func(d string) {
+				run(t, "bash", "-euo", "pipefail", "-c", `cd "$1" && sha256sum d1.partitions d1p*.img* > d1.sha256`, "bash", d)
+			})
+		}, diskSize, restore.ErrDigest, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			disk := patterned(t, filepath.Join(t.TempDir(), "disk.img"), tc.size)
@@ -346,6 +356,12 @@ func TestRestoreDiskBad(t *testing.T) {
 			t.Log(err)
 			if tc.writeNothing && digest(t, disk) != before {
 				t.Error("the disk was written")
+			}
+			if !tc.writeNothing {
+				if !strings.Contains(err.Error(), "the disk was wiped") {
+					t.Errorf("the error does not tell of the wipe: %v", err)
+				}
+				checkWiped(t, disk, dump)
 			}
 		})
 	}

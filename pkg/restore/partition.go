@@ -9,6 +9,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/imgcast/imgcast/pkg/manifest"
 	"github.com/imgcast/imgcast/pkg/restore/decompress"
 	"github.com/imgcast/imgcast/pkg/restore/partclone"
 )
@@ -25,8 +26,21 @@ type Options struct {
 	// from byte 0 of the target. Off by default: unknown data is refused.
 	AllowRaw bool
 	// Verify, when set, checks the SHA-256 of the input bytes as received
-	// (before decompression), piece by piece.
+	// (before decompression), piece by piece. A whole piece's digest is
+	// known only at its end: a mismatch fails the restore after data was
+	// written (RestoreDisk then wipes what it wrote).
 	Verify []Segment
+	// Chunks, when set, is the image's entry in a signed manifest: every
+	// 4 MiB chunk of the input is checked against it before a byte of it
+	// is decompressed, so altered or injected data never reaches the
+	// target. The stream must be exactly the size the manifest gives.
+	Chunks *manifest.Stream
+	// Compression forces the input's format instead of sniffing it (FOG
+	// names it in the image's settings: decompress.FOGFormat).
+	Compression decompress.Kind
+	// MaxBitmapBytes bounds the memory the image's block bitmap may take
+	// (default partclone.MaxBitmapBytes, 64 MiB).
+	MaxBitmapBytes uint64
 	// InputSize is the expected number of input bytes, for progress only.
 	InputSize int64
 	// Check is called with the image header before anything is written; an
@@ -74,9 +88,24 @@ func RestorePartition(ctx context.Context, src io.Reader, t *Target, opts Option
 			}
 		}()
 	}
+	defer func() {
+		if err != nil {
+			t.discard()
+		}
+	}()
 	m := &meter{start: time.Now(), part: opts.Partition, inTotal: opts.InputSize}
 	m.phase.Store("writing")
 	var raw io.Reader = countingReader{r: src, n: &m.in}
+	if opts.Chunks != nil {
+		v := opts.Chunks.NewReader(raw)
+		defer v.Close()
+		raw = v
+		defer func() {
+			if verr := v.Err(); err != nil && verr != nil && !errors.Is(err, manifest.ErrChunk) {
+				err = verr // the cause, not what the decoder made of it
+			}
+		}()
+	}
 	var dg *digester
 	if len(opts.Verify) > 0 {
 		if dg, err = newDigester(opts.Verify); err != nil {
@@ -84,36 +113,49 @@ func RestorePartition(ctx context.Context, src io.Reader, t *Target, opts Option
 		}
 		raw = io.TeeReader(raw, dg)
 	}
-	dec, kind, err := decompress.NewReader(raw)
+	dec, kind, err := decompress.NewReaderKind(raw, opts.Compression)
 	if err != nil {
-		return nil, err
+		return nil, firstErr(dg, err)
 	}
 	ra := newReadahead(dec, chunkSize, chunks)
 	defer ra.Close(func() { dec.Close() })
 	in := bufio.NewReaderSize(ra, sniffAheadSize)
 	res = &Result{Compression: kind}
 
-	// Read and check everything before the first write.
+	// Read and check everything before the first write: the descriptor
+	// against the target before the bitmap is read (its size comes from
+	// the wire), then the bitmap.
 	var h *partclone.Header
 	magic, _ := in.Peek(len(partclone.Magic))
 	if string(magic) == partclone.Magic || !opts.AllowRaw {
-		h, err = partclone.ReadHeader(in)
+		maxBitmap := cmp(opts.MaxBitmapBytes, partclone.MaxBitmapBytes)
+		h, err = partclone.ReadHeaderChecked(in, func(h *partclone.Header) error {
+			if h.DeviceSize > math.MaxInt64/2 {
+				return fmt.Errorf("%w: device size %d", ErrCorrupt, h.DeviceSize)
+			}
+			if opts.Check != nil {
+				if err := opts.Check(h); err != nil {
+					return err
+				}
+			}
+			if err := t.fits(int64(h.DeviceSize)); err != nil {
+				return err
+			}
+			if h.BitmapBytes() > maxBitmap {
+				return partclone.BitmapTooLarge(h, maxBitmap)
+			}
+			return nil
+		})
 		if err != nil {
 			return res, firstErr(dg, err)
-		}
-		if h.DeviceSize > math.MaxInt64/2 {
-			return res, fmt.Errorf("%w: device size %d", ErrCorrupt, h.DeviceSize)
-		}
-		if opts.Check != nil {
-			if err := opts.Check(h); err != nil {
-				return res, err
-			}
 		}
 		if err := t.prepare(int64(h.DeviceSize)); err != nil {
 			return res, err
 		}
 		res.Header = h
 		m.total.Store(int64(h.UsedBytes()))
+	} else if err := t.prepare(0); err != nil {
+		return res, err
 	}
 
 	w := newBlockWriter(t, batchSize, batches, cmp(opts.FlushEvery, flushDefault))
@@ -179,7 +221,7 @@ func firstErr(dg *digester, err error) error {
 	return err
 }
 
-func cmp[T int64 | time.Duration](v, def T) T {
+func cmp[T int64 | uint64 | time.Duration](v, def T) T {
 	if v > 0 {
 		return v
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // Target is where one partition image goes: a partition device, a byte
@@ -16,6 +17,10 @@ type Target struct {
 	offset int64 // where the partition starts in f
 	size   int64 // room in bytes, or -1 for a regular file that may grow
 	owned  bool  // Close closes f
+	// create: the file does not exist yet and is created only once the
+	// image has been checked, so a refused image leaves nothing behind.
+	create  bool
+	created bool
 }
 
 // NewTarget writes into f starting at byte offset, with room for size
@@ -26,17 +31,17 @@ func NewTarget(f *os.File, offset, size int64) *Target {
 }
 
 // OpenTarget opens a partition device (exclusively, so a mounted one is
-// refused) or a regular file, which is created when it does not exist and
-// grown to the image's device size when it is shorter.
+// refused) or a regular file, which is grown to the image's device size
+// when it is shorter. A file that does not exist is created once the image
+// header has been checked, and removed again if the restore fails.
 func OpenTarget(path string) (*Target, error) {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, err
+		if dir, err := os.Stat(filepath.Dir(path)); err != nil || !dir.IsDir() {
+			return nil, fmt.Errorf("cannot create %s: its folder does not exist", path)
 		}
-		return &Target{f: f, name: path, size: -1, owned: true}, nil
+		return &Target{name: path, size: -1, owned: true, create: true}, nil
 	case err != nil:
 		return nil, err
 	case st.Mode().IsRegular():
@@ -65,20 +70,34 @@ func (t *Target) Name() string { return t.name }
 
 // Close closes the file if OpenTarget opened it.
 func (t *Target) Close() error {
-	if t.owned {
+	if t.owned && t.f != nil {
 		return t.f.Close()
 	}
 	return nil
 }
 
-// prepare checks that an image of deviceSize bytes fits and sizes a
-// growable regular file. Nothing has been written before it returns nil.
+// fits checks that an image of deviceSize bytes fits, without touching the
+// target.
+func (t *Target) fits(deviceSize int64) error {
+	if t.size >= 0 && deviceSize > t.size {
+		return &ImageFitError{Target: t.name, DeviceSize: deviceSize, Room: t.size}
+	}
+	return nil
+}
+
+// prepare checks that an image of deviceSize bytes fits, creates a new
+// file and sizes a growable regular file. Nothing has been written before
+// it returns nil.
 func (t *Target) prepare(deviceSize int64) error {
-	if t.size >= 0 {
-		if deviceSize > t.size {
-			return &ImageFitError{Target: t.name, DeviceSize: deviceSize, Room: t.size}
+	if err := t.fits(deviceSize); err != nil || t.size >= 0 {
+		return err
+	}
+	if t.create && !t.created {
+		f, err := os.OpenFile(t.name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
 		}
-		return nil
+		t.f, t.created = f, true
 	}
 	st, err := t.f.Stat()
 	if err != nil {
@@ -90,4 +109,15 @@ func (t *Target) prepare(deviceSize int64) error {
 		}
 	}
 	return nil
+}
+
+// discard removes a file this Target created, after a failed restore: a
+// half-written new file must not be mistaken for a restored one.
+func (t *Target) discard() {
+	if !t.created {
+		return
+	}
+	t.f.Close()
+	os.Remove(t.name)
+	t.f, t.created = nil, false
 }

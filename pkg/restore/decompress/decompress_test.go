@@ -2,10 +2,13 @@ package decompress_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
@@ -89,8 +92,14 @@ func TestRealTools(t *testing.T) {
 		{"pigz", []string{"-c", "-p", "2"}},
 		{"zstd", []string{"-c", "-T0", "-3", "-q"}},
 		{"gzip", []string{"-c"}},
+		{"xz", []string{"-c", "-T2"}},
+		{"xz", []string{"-c", "-9e"}},
+		{"lz4", []string{"-c", "-q"}},
+		{"lz4", []string{"-c", "-q", "-l"}}, // legacy format
+		{"lz4", []string{"-c", "-q", "-BD", "--no-frame-crc"}},
+		{"bzip2", []string{"-c"}},
 	} {
-		t.Run(tc.tool, func(t *testing.T) {
+		t.Run(tc.tool+strings.Join(tc.args, ""), func(t *testing.T) {
 			testtools.Require(t, tc.tool)
 			cmd := exec.Command(tc.tool, tc.args...)
 			cmd.Stdin = bytes.NewReader(p)
@@ -115,9 +124,9 @@ func TestUnsupportedAndDamaged(t *testing.T) {
 		name string
 		in   []byte
 	}{
-		{"xz", []byte{0xFD, '7', 'z', 'X', 'Z', 0, 1, 2}},
-		{"bzip2", []byte("BZh91AY&SY")},
-		{"lz4", []byte{0x04, 0x22, 0x4D, 0x18, 0x64}},
+		{"lzop", []byte{0x89, 'L', 'Z', 'O', 0, 0x0D}},
+		{"lzma", []byte{0x5D, 0, 0, 0x80, 0, 0xFF}},
+		{"lzip", []byte("LZIP\x01\x0c")},
 	} {
 		if _, _, err := decompress.NewReader(bytes.NewReader(tc.in)); !errors.Is(err, decompress.ErrUnsupported) {
 			t.Errorf("%s: got %v", tc.name, err)
@@ -139,5 +148,95 @@ func TestUnsupportedAndDamaged(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// Streams cut short or damaged fail in every decoder, named in the error.
+func TestTruncatedNewFormats(t *testing.T) {
+	p := payload()
+	for _, tool := range []string{"xz", "lz4", "bzip2"} {
+		cmd := exec.Command(tool, "-c")
+		cmd.Stdin = bytes.NewReader(p)
+		c, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		for name, in := range map[string][]byte{
+			"truncated": c[:len(c)/2],
+			"damaged":   func() []byte { d := bytes.Clone(c); d[len(d)/2] ^= 0x55; return d }(),
+		} {
+			r, _, err := decompress.NewReader(bytes.NewReader(in))
+			var got []byte
+			if err == nil {
+				got, err = io.ReadAll(r)
+			}
+			if err == nil && bytes.Equal(got, p) {
+				t.Errorf("%s %s: decoded the whole payload", tool, name)
+			} else if err == nil {
+				t.Errorf("%s %s: no error", tool, name)
+			}
+		}
+	}
+}
+
+func TestForcedKind(t *testing.T) {
+	p := payload()
+	r, kind, err := decompress.NewReaderKind(bytes.NewReader(gz(p)), decompress.Gzip)
+	if err != nil || kind != decompress.Gzip {
+		t.Fatal(kind, err)
+	}
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, p) {
+		t.Fatal("forced gzip did not decode", err)
+	}
+	// Forced "none" passes compressed bytes through untouched.
+	r, _, _ = decompress.NewReaderKind(bytes.NewReader(zs(p)), decompress.None)
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, zs(p)) {
+		t.Error("forced none changed the bytes")
+	}
+	// The wrong forced kind fails instead of passing data on.
+	r, _, err = decompress.NewReaderKind(bytes.NewReader(zs(p)), decompress.Gzip)
+	if err == nil {
+		_, err = io.ReadAll(r)
+	}
+	if err == nil {
+		t.Error("zstd data read as gzip without an error")
+	}
+	for n, want := range map[int]decompress.Kind{0: decompress.Gzip, 2: decompress.Gzip, 3: decompress.None, 4: decompress.None, 5: decompress.Zstd, 6: decompress.Zstd} {
+		if k, err := decompress.FOGFormat(n); err != nil || k != want {
+			t.Errorf("FOG format %d: %q %v", n, k, err)
+		}
+	}
+	for _, n := range []int{1, 7, -1} {
+		if _, err := decompress.FOGFormat(n); !errors.Is(err, decompress.ErrUnsupported) {
+			t.Errorf("FOG format %d: %v", n, err)
+		}
+	}
+}
+
+// An xz stream that asks for a dictionary above the limit is refused before
+// the decoder allocates it.
+func TestXzDictionaryLimit(t *testing.T) {
+	cmd := exec.Command("xz", "-c", "-1")
+	cmd.Stdin = bytes.NewReader(payload())
+	c, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stream header (12 bytes), then the block header: size byte, flags,
+	// filter id 0x21, props size 1, the dictionary byte, padding, CRC32.
+	h := c[12 : 12+(int(c[12])+1)*4]
+	i := bytes.Index(h, []byte{0x21, 0x01})
+	if i < 0 {
+		t.Fatalf("no LZMA2 filter in % x", h)
+	}
+	h[i+2] = 40 // 4 GiB
+	binary.LittleEndian.PutUint32(h[len(h)-4:], crc32.ChecksumIEEE(h[:len(h)-4]))
+	if _, _, err := decompress.NewReader(bytes.NewReader(c)); !errors.Is(err, decompress.ErrUnsupported) {
+		t.Fatalf("4 GiB dictionary: %v", err)
+	}
+	h[i+2] = 36 // 1 GiB... still too big
+	binary.LittleEndian.PutUint32(h[len(h)-4:], crc32.ChecksumIEEE(h[:len(h)-4]))
+	if _, _, err := decompress.NewReader(bytes.NewReader(c)); !errors.Is(err, decompress.ErrUnsupported) {
+		t.Fatalf("1 GiB dictionary: %v", err)
 	}
 }

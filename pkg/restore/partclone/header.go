@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 )
 
@@ -29,7 +30,9 @@ type Header struct {
 	Creator string // version of the partclone that wrote it (format 2 only)
 	FSType  string // informational: EXTFS, NTFS, FAT32, raw, …
 	// DeviceSize is the size of the source partition in bytes. For format
-	// 0001 it is TotalBlocks*BlockSize, as partclone itself assumes.
+	// 0001 it is the descriptor's figure (as current partclone uses it; an
+	// NTFS image records one cluster more than its blocks cover), or
+	// TotalBlocks*BlockSize when the descriptor's figure is smaller.
 	DeviceSize  uint64
 	TotalBlocks uint64
 	// FSUsedBlocks is the filesystem's own figure (informational).
@@ -127,9 +130,61 @@ func (h *Header) String() string {
 	return s
 }
 
+// BitmapBytes is the memory the bitmap takes once read (one bit per block).
+func (h *Header) BitmapBytes() uint64 { return (h.TotalBlocks + 7) / 8 }
+
+// MaxBitmapBytes is the largest bitmap ReadHeader accepts by default: 64 MiB
+// covers 2 TiB of 4 KiB blocks (256 GiB of 512-byte ones) and keeps a
+// 256 MiB client within its budget.
+const MaxBitmapBytes = 64 << 20
+
 // ReadHeader reads and checks the descriptor and the bitmap, leaving r at
 // the first byte of the data section. It reads nothing past the bitmap.
 func ReadHeader(r io.Reader) (*Header, error) {
+	return ReadHeaderChecked(r, nil)
+}
+
+// ReadHeaderChecked is ReadHeader with a check of the descriptor before the
+// bitmap is read: check sees every field except UsedBlocks and can refuse
+// the image (e.g. a device size larger than the target) before the bitmap
+// costs any memory. Without check, a bitmap above MaxBitmapBytes is refused;
+// a check that returns nil for a larger one lets it through.
+func ReadHeaderChecked(r io.Reader, check func(*Header) error) (*Header, error) {
+	if check == nil {
+		check = func(h *Header) error {
+			if h.BitmapBytes() > MaxBitmapBytes {
+				return BitmapTooLarge(h, MaxBitmapBytes)
+			}
+			return nil
+		}
+	}
+	h, err := readDescriptor(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(h); err != nil {
+		return nil, err
+	}
+	if h.Version == 1 {
+		err = h.readByteMap(r)
+	} else {
+		err = h.readBitmap(r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// BitmapTooLarge is the error for a bitmap above limit bytes.
+func BitmapTooLarge(h *Header, limit uint64) error {
+	return fmt.Errorf("%w: the image's bitmap (%d blocks of %d bytes) would take %d MiB of memory; at most %d MiB is allowed",
+		ErrUnsupported, h.TotalBlocks, h.BlockSize, h.BitmapBytes()>>20, limit>>20)
+}
+
+// readDescriptor reads and validates the descriptor, leaving r at the
+// bitmap.
+func readDescriptor(r io.Reader) (*Header, error) {
 	var d [v1DescriptorSize]byte
 	if n, err := io.ReadFull(r, d[:34]); err != nil {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -231,24 +286,28 @@ func readV2(r io.Reader, d []byte) (*Header, error) {
 	if hi, lo := bits.Mul64(h.TotalBlocks, uint64(h.BlockSize)); hi != 0 || lo > h.DeviceSize {
 		return nil, corrupt("%d blocks of %d bytes exceed the device size %d", h.TotalBlocks, h.BlockSize, h.DeviceSize)
 	}
+	return h, nil
+}
 
+// readBitmap reads format 0002's bitmap and its CRC.
+func (h *Header) readBitmap(r io.Reader) error {
 	off := int64(v2DescriptorSize)
-	n := (h.TotalBlocks + 7) / 8
+	n := h.BitmapBytes()
 	bm, err := readGrowing(r, n)
 	if err != nil {
-		return nil, readErr(err, off+int64(len(bm)), "the bitmap")
+		return readErr(err, off+int64(len(bm)), "the bitmap")
 	}
 	var crc [4]byte
 	if _, err := io.ReadFull(r, crc[:]); err != nil {
-		return nil, readErr(err, off+int64(n), "the bitmap CRC")
+		return readErr(err, off+int64(n), "the bitmap CRC")
 	}
-	if got, want := le.Uint32(crc[:]), CRC32(0xFFFFFFFF, bm); got != want {
-		return nil, corrupt("bitmap CRC is %08x, computed %08x", got, want)
+	if got, want := binary.LittleEndian.Uint32(crc[:]), CRC32(0xFFFFFFFF, bm); got != want {
+		return corrupt("bitmap CRC is %08x, computed %08x", got, want)
 	}
 	h.bitmap = bm
 	h.size = off + int64(n) + 4
 	h.countUsed()
-	return h, nil
+	return nil
 }
 
 func readV1(r io.Reader, d []byte) (*Header, error) {
@@ -268,8 +327,15 @@ func readV1(r io.Reader, d []byte) (*Header, error) {
 	if err := h.checkGeometry(); err != nil {
 		return nil, err
 	}
-	h.DeviceSize = h.TotalBlocks * uint64(h.BlockSize) // checkGeometry bounds it
+	h.DeviceSize = max(le.Uint64(d[40:]), h.TotalBlocks*uint64(h.BlockSize)) // checkGeometry bounds the product
+	if h.DeviceSize > math.MaxInt64 {
+		return nil, corrupt("device size %d", h.DeviceSize)
+	}
+	return h, nil
+}
 
+// readByteMap reads format 0001's byte map and its signature.
+func (h *Header) readByteMap(r io.Reader) error {
 	// The byte map (one byte per block, exactly 1 = used) is converted to
 	// bits a chunk at a time, so memory only grows as real data arrives.
 	h.bitmap = make([]byte, 0, min((h.TotalBlocks+7)/8, 1<<20))
@@ -278,7 +344,7 @@ func readV1(r io.Reader, d []byte) (*Header, error) {
 	for k := uint64(0); k < h.TotalBlocks; {
 		c := chunk[:min(uint64(len(chunk)), h.TotalBlocks-k)]
 		if _, err := io.ReadFull(r, c); err != nil {
-			return nil, readErr(err, off+int64(k), "the block map")
+			return readErr(err, off+int64(k), "the block map")
 		}
 		for i, v := range c {
 			bit := k + uint64(i)
@@ -293,14 +359,14 @@ func readV1(r io.Reader, d []byte) (*Header, error) {
 	}
 	var magic [8]byte
 	if _, err := io.ReadFull(r, magic[:]); err != nil {
-		return nil, readErr(err, off+int64(h.TotalBlocks), "the bitmap signature")
+		return readErr(err, off+int64(h.TotalBlocks), "the bitmap signature")
 	}
 	if string(magic[:]) != v1BitmapMagic {
-		return nil, corrupt("no %q after the block map (found % x)", v1BitmapMagic, magic[:])
+		return corrupt("no %q after the block map (found % x)", v1BitmapMagic, magic[:])
 	}
 	h.size = off + int64(h.TotalBlocks) + 8
 	h.countUsed()
-	return h, nil
+	return nil
 }
 
 func (h *Header) checkGeometry() error {

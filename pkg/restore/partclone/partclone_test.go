@@ -287,9 +287,47 @@ func TestHugeBitmapShortStream(t *testing.T) {
 	binary.LittleEndian.PutUint64(img[60:], 1<<42)
 	binary.LittleEndian.PutUint64(img[52:], 1<<62)
 	binary.LittleEndian.PutUint32(img[106:], partclone.CRC32(0xFFFFFFFF, img[:106]))
-	if _, err := partclone.ReadHeader(bytes.NewReader(img)); !errors.Is(err, partclone.ErrTruncated) {
+	accept := func(*partclone.Header) error { return nil }
+	if _, err := partclone.ReadHeaderChecked(bytes.NewReader(img), accept); !errors.Is(err, partclone.ErrTruncated) {
 		t.Fatalf("got %v", err)
 	}
+	// By default a bitmap above MaxBitmapBytes is refused before it is read.
+	if _, err := partclone.ReadHeader(bytes.NewReader(img)); !errors.Is(err, partclone.ErrUnsupported) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// The check sees the descriptor before a byte of the bitmap is read, and
+// its refusal stops the read there.
+func TestCheckBeforeBitmap(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		img := encode(t, pclenc.Image{Version: version, BlockSize: 512, Data: make([]byte, 512*64), DeviceSize: 512*64 + 512})
+		r := &countReader{r: bytes.NewReader(img)}
+		refuse := errors.New("refused")
+		var seen *partclone.Header
+		_, err := partclone.ReadHeaderChecked(r, func(h *partclone.Header) error { seen = h; return refuse })
+		if !errors.Is(err, refuse) {
+			t.Fatalf("v%d: got %v", version, err)
+		}
+		want := int64(110)
+		if version == 1 {
+			want = 4160
+		}
+		if r.n != want || seen.TotalBlocks != 64 || seen.DeviceSize != 512*65 {
+			t.Errorf("v%d: read %d bytes (want the %d of the descriptor), header %v", version, r.n, want, seen)
+		}
+	}
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func FuzzReader(f *testing.F) {

@@ -61,7 +61,7 @@ func Write(w io.Writer, img Image) error {
 		}
 	}
 	if img.Version == 1 {
-		return writeV1(w, img, total, nUsed, used)
+		return writeV1(w, img, dev, total, nUsed, used)
 	}
 	le := binary.LittleEndian
 	d := make([]byte, 110)
@@ -133,14 +133,14 @@ func Write(w io.Writer, img Image) error {
 	return nil
 }
 
-func writeV1(w io.Writer, img Image, total, nUsed int, used func(int) bool) error {
+func writeV1(w io.Writer, img Image, dev uint64, total, nUsed int, used func(int) bool) error {
 	le := binary.LittleEndian
 	d := make([]byte, 4160)
 	copy(d, "partclone-image")
 	copy(d[15:30], img.FSType)
 	copy(d[30:34], "0001")
 	le.PutUint32(d[36:], uint32(img.BlockSize))
-	le.PutUint64(d[40:], uint64(len(img.Data)))
+	le.PutUint64(d[40:], dev)
 	le.PutUint64(d[48:], uint64(total))
 	le.PutUint64(d[56:], uint64(nUsed))
 	out := d
