@@ -236,4 +236,7 @@ type Client struct {
 	// Note is the server's remark about this client, e.g. that it became
 	// ready after the multicast session had started.
 	Note string `json:"note,omitempty"`
+	// Session is the multicast session the machine was told to join or
+	// waits for, or whose udp-sender saw it connect (0: none known).
+	Session int `json:"session,omitempty"`
 }
