@@ -401,3 +401,22 @@ func TestSessionEndpointChecksItsParameters(t *testing.T) {
 		}
 	}
 }
+
+// Rolling sessions need at least two port bases below 65536.
+func TestRollingNeedsRoomForTwoPortBases(t *testing.T) {
+	images := t.TempDir()
+	files := map[string][]byte{}
+	for p := 1; p <= 200; p++ {
+		files[fmt.Sprintf("d1p%d.img", p)] = []byte("x")
+	}
+	writeFiles(t, filepath.Join(images, "img"), files)
+	cfg := Config{Images: images, Rolling: true, Log: testLog(t),
+		Sender: SenderConfig{Program: "sh", Interface: "lo", PortBase: 65000, Clients: 1}}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "no room for a second session") {
+		t.Errorf("New = %v", err)
+	}
+	cfg.Sender.PortBase = 9000
+	if _, err := New(cfg); err != nil {
+		t.Errorf("port base 9000: %v", err)
+	}
+}
