@@ -17,9 +17,14 @@
 // connects, or --max-wait after the first one connected, whichever comes
 // first. The next partition's sender starts when one finishes.
 //
+// With --rolling, a machine that boots after a session has started waits
+// for the next session, which runs on its own port base as soon as the
+// running one ends (or --max-wait after the first waiting machine).
+//
 // Endpoints: / (status page), /boot.ipxe, /vmlinuz, /initramfs.img,
-// /images/NAME/..., /api/status (GET list, POST a report), /api/session.
-// See README.md.
+// /images/NAME/... (the files of the image being sent), /api/status (GET
+// list, POST a report), /api/session (?mac= for a machine's own session),
+// /api/sessions. See README.md.
 package main
 
 import (
@@ -114,6 +119,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Sender.StreamHeader, "stream-header", true, "put a FOGMC1 header naming the image file in front of each stream")
 	fs.StringVar(&cfg.Sender.Program, "udp-sender", "udp-sender", "udp-sender program")
 	fs.StringVar(&signKey, "sign-key", "", "private key (imgcast keygen NAME → NAME.key): sign the image folder at start if it has no d1.manifest")
+	fs.BoolVar(&cfg.Rolling, "rolling", false, "rolling sessions: machines that come after a session started wait for the next one, which starts when the running one ends (or --max-wait after the first of them), on its own port base")
+	fs.BoolVar(&cfg.ServeAllImages, "serve-all-images", false, "serve every image folder under --images, with directory listings (default: only the files of the image being sent)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -213,4 +220,7 @@ func describe(l *log.Logger, cfg server.Config, srv *server.Server) {
 		when = fmt.Sprintf("about 2 s after the last connects, or %v after the first", cfg.Sender.MaxWait)
 	}
 	l.Printf("multicast on %s: each partition waits for %d receiver(s) and starts %s", cfg.Sender.Interface, cfg.Sender.Clients, when)
+	if cfg.Rolling {
+		l.Print("rolling sessions: machines that come after a session started wait for the next one, on its own port base")
+	}
 }

@@ -35,6 +35,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--images", images, "--clients", "2", "--address", "10.0.0.1", "--mode", "broadcast", "--listen", "127.0.0.1:0"}, `mode "broadcast"`},
 		{[]string{"--images", images, "--mode", "unicast", "--address", "10.0.0.1", "--after", "dance", "--listen", "127.0.0.1:0"}, `after "dance"`},
 		{[]string{"--images", filepath.Join(images, "x"), "--mode", "unicast", "--listen", "127.0.0.1:0"}, "pass its parent"},
+		{[]string{"--images", images, "--mode", "unicast", "--rolling", "--listen", "127.0.0.1:0"}, "rolling sessions are multicast"},
 		{[]string{"--images", images, "--clients", "2", "--interface", "lo", "--kernel", "/nonexistent/vmlinuz", "--listen", "127.0.0.1:0"}, "/nonexistent/vmlinuz"},
 	} {
 		var stderr bytes.Buffer

@@ -9,7 +9,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"path"
 	"regexp"
 	"runtime"
 	"strings"
@@ -29,8 +29,12 @@ type CommandFunc func(ctx context.Context, name string, args ...string) *exec.Cm
 // chain runs one udp-sender per partition image, one after the other, and
 // feeds each the image through its stdin.
 type chain struct {
-	cfg     SenderConfig
-	dir     string
+	cfg SenderConfig
+	// root is the images folder and image the folder inside it: image
+	// files are opened through root, as HTTP serves them, so a symlink
+	// cannot lead a sender out of the images folder.
+	root    *os.Root
+	image   string
 	streams []ImageStream
 	session *session
 	command CommandFunc
@@ -106,15 +110,16 @@ func (c *chain) send(ctx context.Context, i int) error {
 	// may retire threads: keep this goroutine on its thread until Wait.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// Signal the sender's whole process group (its own, see Setpgid). Set
+	// before Start, which hands it to the goroutine that watches ctx.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	if err := cmd.Start(); err != nil {
 		c.session.finished(i, status.StreamFailed, "", "udp-sender did not start: "+err.Error())
 		return fmt.Errorf("starting %s: %w", c.cfg.Program, err)
 	}
 	pid := cmd.Process.Pid
-	// Signal the sender's whole process group (its own, see Setpgid).
-	cmd.Cancel = func() error { return syscall.Kill(-pid, syscall.SIGTERM) }
 	c.log.Printf("%s: pid %d: %s %s", describeStream(s), pid, c.cfg.Program, strings.Join(args, " "))
-	c.session.update(i, func(x *status.Stream) { x.State = status.StreamWaiting })
+	c.session.waiting(i, receivers)
 
 	fed := make(chan error, 1)
 	go func() { fed <- c.feed(stdin, header, s, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }) }()
@@ -174,8 +179,8 @@ func (c *chain) feed(stdin io.WriteCloser, header []byte, s ImageStream, kill fu
 		return err
 	}
 	for _, name := range s.Files {
-		path := filepath.Join(c.dir, name)
-		f, err := os.Open(path)
+		name := path.Join(c.image, name)
+		f, err := c.root.Open(name)
 		if err != nil {
 			return abort(fmt.Errorf("reading image: %w", err))
 		}
@@ -187,7 +192,7 @@ func (c *chain) feed(stdin io.WriteCloser, header []byte, s ImageStream, kill fu
 		if err != nil {
 			return abort(fmt.Errorf("reading image %s: %w", name, err))
 		}
-		if info, err := os.Stat(path); err != nil || info.Size() != n {
+		if info, err := c.root.Stat(name); err != nil || info.Size() != n {
 			return abort(fmt.Errorf("image %s changed while it was being sent (%d bytes read)", name, n))
 		}
 	}

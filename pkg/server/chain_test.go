@@ -30,6 +30,7 @@ func fakeSender(script string) CommandFunc {
 
 type fixture struct {
 	srv    *Server
+	addr   string // where it serves HTTP
 	logs   *lab.Output
 	images string
 	cancel context.CancelFunc
@@ -57,11 +58,12 @@ func start(t *testing.T, files map[string][]byte, script string, tweak ...func(*
 	if f.srv, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	f.srv.chain.stopGrace = 500 * time.Millisecond
+	f.srv.stopGrace = 500 * time.Millisecond
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.addr = ln.Addr().String()
 	var ctx context.Context
 	ctx, f.cancel = context.WithCancel(context.Background())
 	go func() { f.ran <- f.srv.Run(ctx, ln) }()

@@ -230,7 +230,7 @@ func TestLateClient(t *testing.T) {
 		t.Fatalf("fresh session = %+v", s)
 	}
 	do(t, "POST", hs.URL+"/api/status", `{"mac":"52:54:00:00:00:01","state":"ready"}`)
-	srv.session.started(0)
+	srv.sessions.list[0].started(0)
 	s := getSession()
 	if err := s.CanJoin(); err == nil || !strings.Contains(err.Error(), "booted too late") || !strings.Contains(err.Error(), "sending partition 1") {
 		t.Errorf("CanJoin after the start = %v", err)

@@ -50,16 +50,18 @@ func (s *Server) offerMulticastCheck() http.HandlerFunc {
 	}
 }
 
-// sessionPort reports whether port is one of the multicast session's
-// (a partition's P or P+1) while the session may still send.
+// sessionPort reports whether port is one of a multicast session's (a
+// partition's P or P+1) while that session may still send; with rolling
+// sessions every session that waits or sends counts.
 func (s *Server) sessionPort(port int) bool {
-	sess := s.session.snapshot()
-	if sess.Phase != status.Waiting && sess.Phase != status.Sending {
-		return false
-	}
-	for _, st := range sess.Streams {
-		if port == st.Port || port == st.Port+1 {
-			return true
+	for _, sess := range s.sessions.all() {
+		if sess.Phase != status.Waiting && sess.Phase != status.Sending {
+			continue
+		}
+		for _, st := range sess.Streams {
+			if port == st.Port || port == st.Port+1 {
+				return true
+			}
 		}
 	}
 	return false

@@ -13,8 +13,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Modes of a session.
@@ -50,25 +53,78 @@ type Config struct {
 	// Append is added to the kernel command line as it is.
 	Append string
 
+	// ServeAllImages serves every image folder under Images, with
+	// directory listings; by default only the files of Image are served.
+	ServeAllImages bool
+	// Rolling starts a new session, on its own port base, for the
+	// machines that came too late for the running one (see sessions).
+	Rolling bool
+
 	Sender SenderConfig
 	// Command runs programs (default exec.CommandContext).
 	Command CommandFunc
 	Log     *log.Logger
+	Limits  Limits
+}
+
+// Limits bound what clients can make the server hold. Zero fields take
+// the defaults.
+type Limits struct {
+	// ReadTimeout bounds reading a whole request, body included (default
+	// 30 s); IdleTimeout a kept-alive connection between requests
+	// (default 120 s).
+	ReadTimeout, IdleTimeout time.Duration
+	// MaxConns bounds the open connections (default 1024); more wait to
+	// be accepted.
+	MaxConns int
+	// MaxClients bounds the machines whose status is kept (default 4096);
+	// when full, the one seen longest ago that finished or fell silent is
+	// dropped for a new one.
+	MaxClients int
+	// InventoryBudget bounds the bytes the machines' inventories take
+	// (default 32 MiB); an inventory beyond it is not kept.
+	InventoryBudget int64
+	// PageSize is the most clients one GET /api/status returns (default
+	// 500).
+	PageSize int
+}
+
+func (l *Limits) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxConns, 1024)
+	def(&l.MaxClients, 4096)
+	def(&l.PageSize, 500)
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = 30 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 120 * time.Second
+	}
+	if l.InventoryBudget <= 0 {
+		l.InventoryBudget = 32 << 20
+	}
 }
 
 // Server serves one image.
 type Server struct {
-	cfg     Config
-	dir     string // the image folder being sent
-	streams []ImageStream
-	root    *os.Root
-	session *session
-	clients *clients
-	chain   *chain
-	handler http.Handler
-	// chainDone is closed when the sender chain has ended (or at once
-	// in unicast mode).
+	cfg      Config
+	streams  []ImageStream
+	root     *os.Root
+	sessions *sessions
+	clients  *clients
+	handler  http.Handler
+	// stopGrace is how long a sender may take to exit after SIGTERM
+	// before it is killed.
+	stopGrace time.Duration
+	// chainDone is closed when no sender runs any more and none will be
+	// started (at once in unicast mode).
 	chainDone chan struct{}
+	// decoding bounds the status reports decoded at once.
+	decoding chan struct{}
 }
 
 // New checks cfg and scans the image folder; it starts nothing.
@@ -88,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.After == "" {
 		cfg.After = "reboot"
 	}
+	cfg.Limits.setDefaults()
 	switch cfg.Mode {
 	case ModeMulticast:
 		if err := cfg.Sender.validate(); err != nil {
@@ -97,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("%s not found (Debian package udpcast): %w", cfg.Sender.Program, err)
 		}
 	case ModeUnicast:
+		if cfg.Rolling {
+			return nil, fmt.Errorf("rolling sessions are multicast sessions; unicast clients need none")
+		}
 	default:
 		return nil, fmt.Errorf("mode %q is neither %s nor %s", cfg.Mode, ModeMulticast, ModeUnicast)
 	}
@@ -128,32 +188,69 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.Image = image
-	dir := filepath.Join(cfg.Images, image)
-	streams, err := ScanImage(dir)
+	streams, err := ScanImage(filepath.Join(cfg.Images, image))
+	if err == nil {
+		err = checkStreams(root, image, streams)
+	}
+	if err == nil && cfg.Rolling && portSlots(cfg.Sender, len(streams)) < 2 {
+		err = fmt.Errorf("--portbase %d leaves no room for a second session's %d ports below 65536", cfg.Sender.PortBase, 2*len(streams))
+	}
 	if err != nil {
 		root.Close()
 		return nil, err
 	}
 	s := &Server{
 		cfg:       cfg,
-		dir:       dir,
 		streams:   streams,
 		root:      root,
-		session:   newSession(image, cfg.Mode, cfg.Sender, streams),
-		clients:   newClients(),
-		chainDone: make(chan struct{}),
-	}
-	s.chain = &chain{
-		cfg:       cfg.Sender,
-		dir:       dir,
-		streams:   streams,
-		session:   s.session,
-		command:   cfg.Command,
-		log:       cfg.Log,
+		clients:   newClients(cfg.Limits.MaxClients, cfg.Limits.InventoryBudget),
 		stopGrace: 5 * time.Second,
+		chainDone: make(chan struct{}),
+		decoding:  make(chan struct{}, 32),
 	}
+	s.sessions = newSessions(image, cfg.Mode, cfg.Sender, streams, cfg.Rolling, cfg.Limits.MaxClients)
+	s.sessions.run = s.runSession
 	s.handler = s.routes()
 	return s, nil
+}
+
+// checkStreams opens every file of the streams through root, as the
+// senders will: a symlink that leads out of the images folder is refused
+// now rather than when its partition's turn comes.
+func checkStreams(root *os.Root, image string, streams []ImageStream) error {
+	for _, st := range streams {
+		for _, name := range st.Files {
+			info, err := root.Stat(path.Join(image, name))
+			if err != nil {
+				return fmt.Errorf("image %s: %w (a partition image must be inside --images)", image, err)
+			}
+			if !info.Mode().IsRegular() {
+				return fmt.Errorf("image %s: %s is not a regular file", image, name)
+			}
+		}
+	}
+	return nil
+}
+
+// runSession sends one session's partitions with its own chain of
+// udp-senders.
+func (s *Server) runSession(ctx context.Context, st *session) {
+	c := &chain{
+		cfg:       st.config,
+		root:      s.root,
+		image:     s.cfg.Image,
+		streams:   s.streams,
+		session:   st,
+		command:   s.cfg.Command,
+		log:       s.cfg.Log,
+		stopGrace: s.stopGrace,
+	}
+	if s.cfg.Rolling {
+		s.cfg.Log.Printf("session %d: port base %d, %d receiver(s)", st.s.ID, st.config.PortBase, st.config.Clients)
+	}
+	if err := c.run(ctx); err != nil && ctx.Err() == nil {
+		s.cfg.Log.Printf("multicast session %d aborted: %v", st.s.ID, err)
+	}
 }
 
 // Image returns the name of the image being served and its streams.
@@ -168,9 +265,17 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // /api/session say what happened.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	defer s.root.Close()
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: s.cfg.Log}
+	lim := s.cfg.Limits
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: min(10*time.Second, lim.ReadTimeout),
+		ReadTimeout:       lim.ReadTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          s.cfg.Log,
+	}
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	go func() { served <- hs.Serve(netutil.LimitListener(ln, lim.MaxConns)) }()
 
 	chainCtx, stopChain := context.WithCancel(ctx)
 	defer stopChain()
@@ -179,9 +284,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		if s.cfg.Mode != ModeMulticast {
 			return
 		}
-		if err := s.chain.run(chainCtx); err != nil && chainCtx.Err() == nil {
-			s.cfg.Log.Printf("multicast session aborted: %v", err)
-		}
+		s.sessions.loop(chainCtx)
 	}()
 
 	var err error
@@ -190,7 +293,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case err = <-served:
 		err = fmt.Errorf("http: %w", err)
 	}
-	s.session.setStopping()
+	s.sessions.setStopping()
 	stopChain()
 	<-s.chainDone
 	shutdown, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -201,5 +304,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// ChainDone is closed once the sender chain has ended.
+// ChainDone is closed once no sender runs any more and none will be
+// started: when session 1 has ended, or with rolling sessions when Run
+// stops.
 func (s *Server) ChainDone() <-chan struct{} { return s.chainDone }

@@ -11,12 +11,18 @@ import (
 	"github.com/imgcast/imgcast/pkg/status"
 )
 
-// session holds the state of the sender chain, updated from udp-sender's
-// output and exit, and renders it as a status.Session.
+// session holds the state of one session's sender chain, updated from
+// udp-sender's output and exit, and renders it as a status.Session.
 type session struct {
+	// config is how this session's senders are run (its port base and
+	// the receivers its first sender waits for).
+	config   SenderConfig
 	mu       sync.Mutex
 	s        status.Session
 	stopping bool
+	// changed, if set, is called after a change that can change the
+	// session's phase (not after progress), without mu held.
+	changed func()
 	// clientIPs maps udp-sender's client numbers to addresses, per stream.
 	clientIPs []map[string]string
 	// reason says why a failed stream failed, in words.
@@ -24,9 +30,11 @@ type session struct {
 	now    func() time.Time
 }
 
-func newSession(image, mode string, cfg SenderConfig, streams []ImageStream) *session {
+func newSession(id int, image, mode string, cfg SenderConfig, streams []ImageStream) *session {
 	st := &session{
+		config: cfg,
 		s: status.Session{
+			ID:       id,
 			Image:    image,
 			Mode:     mode,
 			Clients:  cfg.Clients,
@@ -59,6 +67,20 @@ func (st *session) update(i int, f func(s *status.Stream)) {
 	f(&st.s.Streams[i])
 }
 
+// notify tells the session's watcher about a change of phase.
+func (st *session) notify() {
+	if st.changed != nil {
+		st.changed()
+	}
+}
+
+// waiting records that stream i's sender runs and waits for expected
+// receivers.
+func (st *session) waiting(i, expected int) {
+	st.update(i, func(s *status.Stream) { s.State, s.Expected = status.StreamWaiting, expected })
+	st.notify()
+}
+
 // completed returns how many receivers got stream i to the end: those that
 // connected, less those udp-sender dropped.
 func (st *session) completed(i int) int {
@@ -69,6 +91,7 @@ func (st *session) completed(i int) int {
 }
 
 func (st *session) started(i int) {
+	defer st.notify()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := st.now()
@@ -80,6 +103,7 @@ func (st *session) started(i int) {
 }
 
 func (st *session) finished(i int, state status.StreamState, exit, reason string) {
+	defer st.notify()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := st.now()
@@ -110,9 +134,27 @@ func (st *session) dropped(i int, num string) {
 }
 
 func (st *session) setStopping() {
+	defer st.notify()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.stopping = true
+}
+
+// ended reports whether the session's chain has nothing more to send: all
+// streams done, or one failed.
+func (st *session) ended() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, x := range st.s.Streams {
+		switch x.State {
+		case status.StreamFailed:
+			return true
+		case status.StreamDone:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // snapshot returns a copy of the session with its phase, joinability and

@@ -12,7 +12,7 @@ import (
 
 func testSession(mode string) *session {
 	cfg := SenderConfig{PortBase: 9000, Clients: 2, MaxWait: time.Minute}
-	st := newSession("default", mode, cfg, []ImageStream{
+	st := newSession(1, "default", mode, cfg, []ImageStream{
 		{Partition: 1, ID: "d1p1.img", Files: []string{"d1p1.img"}, Size: 1000},
 		{Partition: 2, ID: "d1p2.img", Files: []string{"d1p2.img"}, Size: 500},
 	})
@@ -105,7 +105,8 @@ func must(t *testing.T) func(status.Client, error) status.Client {
 }
 
 func TestClientsAreBounded(t *testing.T) {
-	c := newClients()
+	const maxClients = 100
+	c := newClients(maxClients, 1<<20)
 	for i := range maxClients {
 		must(t)(c.update(status.Report{MAC: fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16, (i>>8)&0xff, i&0xff), State: status.Ready}, "10.0.0.1:1", ""))
 	}
@@ -117,7 +118,7 @@ func TestClientsAreBounded(t *testing.T) {
 }
 
 func TestClientsMerge(t *testing.T) {
-	c := newClients()
+	c := newClients(100, 1<<20)
 	now := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return now }
 	inv := &inventory.Machine{MemoryBytes: 256 << 20}

@@ -16,14 +16,17 @@ import (
 
 // Reporter sends a client's reports to the server in the background.
 //
-// Update never blocks: it records the latest report and returns. A
-// goroutine posts it — at most once per interval (2 s by default), only
-// when it changed, and always the newest (reports made in between are
-// coalesced). Terminal states (done, failed) skip the wait. While nothing
-// changes, the latest report is repeated every heartbeat (15 s by default),
-// so the server can tell a machine that waits from one that died. A failed
-// post is logged once and retried with the next interval; it never stops
-// imaging. Close delivers the last report with a few bounded retries.
+// Update never blocks: it records the report and returns; a goroutine
+// posts it. Every step the client passes through — a change of state or
+// of partition — reaches the server at least once and in order: a report
+// that starts a new step is queued behind the undelivered ones and sent
+// without waiting. Progress within a step is coalesced: only the newest
+// report of the step is kept, and it is posted at most once per interval
+// (2 s by default) after the step's previous post. While nothing changes,
+// the latest report is repeated every heartbeat (15 s by default), so the
+// server can tell a machine that waits from one that died. A failed post
+// is logged once and retried after the interval; it never stops imaging.
+// Close delivers what is still queued with a few bounded retries.
 type Reporter struct {
 	url       string
 	client    *http.Client
@@ -34,21 +37,40 @@ type Reporter struct {
 	logf      func(format string, args ...any)
 	onPanic   func(error)
 
-	mu       sync.Mutex
-	latest   Report
-	pending  bool // latest has not been delivered
+	mu sync.Mutex
+	// queue holds the reports not delivered yet, oldest first; each is a
+	// different step from the one before it, and the last is the newest
+	// report made.
+	queue    []Report
+	latest   Report // the newest report made
+	sent     step   // the step of the last delivered report
 	seq      uint64
 	lastPost time.Time
 	closing  bool
 	lastErr  error
 	failing  bool // the last post failed
-	tries    int  // posts of latest so far
+	tries    int  // failed posts in a row
 
 	wake   chan struct{}
 	done   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
 }
+
+// maxQueue bounds the undelivered steps kept while the server is
+// unreachable. A job has a handful of steps per partition; beyond the
+// bound the oldest are dropped, except the first (the ready report with
+// the machine's inventory).
+const maxQueue = 64
+
+// step is what makes a report a new step rather than progress: its state
+// and the partition it is about.
+type step struct {
+	state     State
+	partition int
+}
+
+func stepOf(r Report) step { return step{r.State, r.Partition} }
 
 // Option configures a Reporter.
 type Option func(*Reporter)
@@ -122,9 +144,31 @@ func (r *Reporter) Update(rep Report) {
 	if rep.Time.IsZero() {
 		rep.Time = time.Now()
 	}
-	r.latest, r.pending, r.tries = rep, true, 0
+	r.latest = rep
+	r.enqueue(rep)
 	r.mu.Unlock()
 	r.poke()
+}
+
+// enqueue adds rep to the queue: it replaces the last queued report when
+// both are of the same step (keeping what only that one carried, such as
+// the inventory), else it is appended. r.mu is held.
+func (r *Reporter) enqueue(rep Report) {
+	if n := len(r.queue); n > 0 && stepOf(r.queue[n-1]) == stepOf(rep) {
+		prev := r.queue[n-1]
+		if rep.Inventory == nil {
+			rep.Inventory = prev.Inventory
+		}
+		if rep.MulticastCheck == nil {
+			rep.MulticastCheck = prev.MulticastCheck
+		}
+		r.queue[n-1] = rep
+		return
+	}
+	r.queue = append(r.queue, rep)
+	if len(r.queue) > maxQueue {
+		r.queue = append(r.queue[:1], r.queue[2:]...)
+	}
 }
 
 func (r *Reporter) poke() {
@@ -134,9 +178,9 @@ func (r *Reporter) poke() {
 	}
 }
 
-// Close stops the Reporter after delivering the latest report, trying up
-// to the configured number of attempts within ctx. It returns an error if
-// that report was not delivered.
+// Close stops the Reporter after delivering the queued reports, giving up
+// after the configured number of failed attempts in a row or when ctx
+// ends. It returns an error if a report was left undelivered.
 func (r *Reporter) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closing = true
@@ -151,7 +195,7 @@ func (r *Reporter) Close(ctx context.Context) error {
 	r.cancel()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.pending {
+	if len(r.queue) > 0 {
 		err := r.lastErr
 		if err == nil {
 			err = ctx.Err()
@@ -165,10 +209,10 @@ func (r *Reporter) run() {
 	defer close(r.done)
 	for {
 		r.mu.Lock()
-		pending, closing := r.pending, r.closing
-		wait := time.Until(r.lastPost.Add(r.interval))
-		if r.latest.State.Terminal() && !r.failing {
-			wait = 0 // but a server that just failed gets its pause
+		closing, pending := r.closing, len(r.queue) > 0
+		var wait time.Duration
+		if pending {
+			wait = r.wait(r.queue[0])
 		}
 		beat := r.heartbeat > 0 && r.seq > 0 && !r.latest.State.Terminal()
 		r.mu.Unlock()
@@ -183,17 +227,29 @@ func (r *Reporter) run() {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
-			case <-r.wake: // maybe a terminal state or Close: look again
+			case <-r.wake: // maybe a new step or Close: look again
 				t.Stop()
 			}
 			continue
 		}
-		r.postLatest()
+		r.postNext()
 	}
 }
 
-// idle waits for an update or, if beat, for the heartbeat, which makes the
-// latest report due again.
+// wait is how long the head of the queue must wait before it is posted: a
+// new step goes at once, and so does the last progress of a step that a
+// newer one follows; progress of the step last delivered waits for the
+// interval — and so does everything while the server is failing. r.mu is
+// held.
+func (r *Reporter) wait(head Report) time.Duration {
+	if !r.failing && (len(r.queue) > 1 || stepOf(head) != r.sent) {
+		return 0
+	}
+	return time.Until(r.lastPost.Add(r.interval))
+}
+
+// idle waits for an update or, if beat, for the heartbeat, which queues
+// the latest report again.
 func (r *Reporter) idle(beat bool) {
 	if !beat {
 		<-r.wake
@@ -205,26 +261,28 @@ func (r *Reporter) idle(beat bool) {
 	case <-r.wake:
 	case <-t.C:
 		r.mu.Lock()
-		if !r.pending && !r.closing {
-			r.pending, r.tries = true, 0
+		if len(r.queue) == 0 && !r.closing {
+			r.queue = append(r.queue, r.latest)
+			r.tries = 0
 		}
 		r.mu.Unlock()
 	}
 }
 
-// flush delivers the latest report, if any, with growing pauses. Posts the
-// loop already made of the same report count as attempts, but flush always
-// makes at least one.
+// flush delivers the queue in order, with growing pauses after a failure.
+// It gives up after the configured number of failed attempts in a row
+// (posts the loop made count) or when the context ends, but always makes
+// at least one attempt.
 func (r *Reporter) flush() {
 	pause := 250 * time.Millisecond
 	for i := 0; ; i++ {
 		r.mu.Lock()
-		pending, tries := r.pending, r.tries
+		pending, failed, tries := len(r.queue) > 0, r.failing, r.tries
 		r.mu.Unlock()
 		if !pending || (i > 0 && tries >= r.attempts) {
 			return
 		}
-		if i > 0 {
+		if failed && i > 0 {
 			select {
 			case <-time.After(pause):
 			case <-r.ctx.Done():
@@ -232,18 +290,19 @@ func (r *Reporter) flush() {
 			}
 			pause *= 2
 		}
-		r.postLatest()
+		r.postNext()
 		if r.ctx.Err() != nil {
 			return
 		}
 	}
 }
 
-func (r *Reporter) postLatest() {
+// postNext posts the head of the queue and, once it is delivered, removes
+// it — unless a newer report of the same step replaced it meanwhile.
+func (r *Reporter) postNext() {
 	r.mu.Lock()
-	rep := r.latest
+	rep := r.queue[0]
 	r.lastPost = time.Now()
-	r.tries++
 	r.mu.Unlock()
 
 	err := r.post(rep)
@@ -256,14 +315,17 @@ func (r *Reporter) postLatest() {
 			r.logf("status: cannot report %q to the server (imaging goes on; will retry): %v", rep.State, err)
 		}
 		r.failing = true
+		r.tries++
 		return
 	}
 	if r.failing {
 		r.logf("status: reporting to %s works again", r.url)
 		r.failing = false
 	}
-	if r.latest.Seq == rep.Seq {
-		r.pending = false
+	r.tries = 0
+	r.sent = stepOf(rep)
+	if len(r.queue) > 0 && r.queue[0].Seq == rep.Seq {
+		r.queue = r.queue[1:]
 	}
 }
 

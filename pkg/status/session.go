@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +31,11 @@ const (
 	// Unicast: the server runs no multicast session; clients fetch the
 	// image files over HTTP.
 	Unicast Phase = "unicast"
+	// Queued: with rolling sessions, the next session, which the machines
+	// that came too late for the running one wait for. It has its own port
+	// base and starts when the running one ends (or --max-wait after the
+	// first machine began to wait).
+	Queued Phase = "queued"
 )
 
 // StreamState is where one partition's sender is.
@@ -45,8 +51,14 @@ const (
 )
 
 // Session is what GET /api/session returns: the multicast session the
-// server runs and whether a client can still join it.
+// server runs and whether a client can still join it. Asked with a MAC
+// (?mac=), a server with rolling sessions answers with that machine's own
+// session: the running one if it can still be joined, else the next one,
+// queued, which the machine then waits for.
 type Session struct {
+	// ID numbers the server's sessions from 1.
+	ID       int    `json:"id"`
+	Rolling  bool   `json:"rolling,omitempty"`
 	Image    string `json:"image"`
 	Mode     string `json:"mode"` // "multicast" or "unicast"
 	Phase    Phase  `json:"phase"`
@@ -60,6 +72,9 @@ type Session struct {
 	Current   int        `json:"current"`
 	StartedAt *time.Time `json:"started_at,omitempty"` // first transfer began
 	Streams   []Stream   `json:"streams"`
+	// Waiting are the MACs of the machines that wait for a queued
+	// session.
+	Waiting []string `json:"waiting,omitempty"`
 }
 
 // Stream is one partition image sent by one udp-sender run, on ports
@@ -103,9 +118,11 @@ func (s Session) CanJoin() error {
 	var hint string
 	switch s.Phase {
 	case Sending:
-		hint = "this machine booted too late for it; image it in the next session (restart imgcast-server) or boot it with imgcast.mode=unicast"
+		hint = "this machine booted too late for it; image it in the next session (restart imgcast-server, or run it with --rolling) or boot it with imgcast.mode=unicast"
 	case Finished:
 		hint = "start a new session (restart imgcast-server) or boot this machine with imgcast.mode=unicast"
+	case Queued:
+		hint = "wait for it to start"
 	default:
 		hint = "see the server's log; restart imgcast-server or use imgcast.mode=unicast"
 	}
@@ -145,4 +162,103 @@ func FetchSession(ctx context.Context, client *http.Client, sessionURL string) (
 		return s, fmt.Errorf("%s: not a session description: %w", sessionURL, err)
 	}
 	return s, nil
+}
+
+// longPoll is how long WaitForSession asks the server to hold a request
+// while nothing changes.
+const longPoll = 25 * time.Second
+
+// WaitForSession returns the multicast session this machine (mac) is to
+// join, asking the server at sessionURL. It returns at once when the
+// session can be joined (or the server runs none: unicast). When the
+// server runs rolling sessions and this machine came too late for the
+// running one, the server queues it for the next session: WaitForSession
+// waits for that one to open — logging what it waits for whenever that
+// changes — and returns it, with its own port base. Otherwise it returns
+// the session and an error that wraps ErrNotJoinable and says what to do.
+//
+// If the first request fails, that error is returned at once (a server
+// without the endpoint, e.g. FOG's, is the caller's decision); while
+// waiting, a server that cannot be reached is retried for about a minute.
+func WaitForSession(ctx context.Context, client *http.Client, sessionURL, mac string, logf func(format string, args ...any)) (Session, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	u, err := url.Parse(sessionURL)
+	if err != nil {
+		return Session{}, fmt.Errorf("session URL %q: %w", sessionURL, err)
+	}
+	// The server holds the request for up to wait; it must answer well
+	// within the client's own timeout.
+	wait := longPoll
+	if client.Timeout > 0 {
+		wait = min(wait, client.Timeout/2)
+	}
+	q := u.Query()
+	q.Set("mac", mac)
+	u.RawQuery = q.Encode()
+	ask := u.String() // the first time: answered at once
+	q.Set("wait", strconv.Itoa(max(1, int(wait/time.Second))))
+	u.RawQuery = q.Encode()
+	askAgain := u.String()
+
+	const (
+		maxFailures = 12              // in a row, while waiting: about a minute
+		retryPause  = 5 * time.Second // after a failure
+		minGap      = time.Second     // between two requests
+	)
+	var (
+		queued   Session
+		said     string
+		failures int
+	)
+	for {
+		asked := time.Now()
+		s, err := FetchSession(ctx, client, ask)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return s, waitError(queued, ctx.Err())
+		case err != nil && queued.ID == 0:
+			return s, err
+		case err != nil:
+			failures++
+			if failures == 1 {
+				logf("cannot ask the server about session %d (will retry): %v", queued.ID, err)
+			}
+			if failures >= maxFailures {
+				return s, waitError(queued, err)
+			}
+		case s.Joinable || s.Phase == Unicast:
+			return s, nil
+		case s.Phase == Queued:
+			failures = 0
+			if say := fmt.Sprintf("waiting for session %d (port base %d): %s", s.ID, s.PortBase, s.Message); say != said {
+				logf("%s", say)
+				said = say
+			}
+			queued, ask = s, askAgain
+		default:
+			return s, s.CanJoin()
+		}
+		// A server that does not hold the request, or fails, is not
+		// asked again at once.
+		sleep := minGap - time.Since(asked)
+		if err != nil {
+			sleep = retryPause
+		}
+		if sleep > 0 {
+			select {
+			case <-ctx.Done():
+				return s, waitError(queued, ctx.Err())
+			case <-time.After(sleep):
+			}
+		}
+	}
+}
+
+func waitError(queued Session, err error) error {
+	if queued.ID == 0 {
+		return err
+	}
+	return fmt.Errorf("waiting for multicast session %d: %w", queued.ID, err)
 }
