@@ -3,6 +3,7 @@ package qemutests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,10 +89,15 @@ func TestSenderKilledMidPartition(t *testing.T) {
 		st, ok := s.statusOf(c.MACs[0])
 		return ok && st.State == status.Receiving && st.Bytes > 0
 	})
-	if err := s.lab.Switch.Run("pkill", "-KILL", "-x", "udp-sender"); err != nil {
-		t.Fatalf("killing udp-sender: %v", err)
-	}
+	// Another udp-sender on the host, not the session's: it must survive.
+	bystander := startBystander(t, "udp-sender")
+	s.killSenders()
 	killed := time.Now()
+	select {
+	case err := <-bystander:
+		t.Errorf("a udp-sender outside the session was killed too: %v", err)
+	case <-time.After(time.Second):
+	}
 	st := s.expectFailed(c, `partition 1: sender 10\.82\.0\.1:9001 went silent after .* \(nothing received for 5s\)`)
 	t.Logf("failed %s after the kill; server shows: %s", time.Since(killed).Round(time.Second), st.Error)
 }
@@ -157,4 +163,30 @@ func TestLateClient(t *testing.T) {
 	if st.Note == "" {
 		t.Logf("(the server added no note for the late machine)")
 	}
+}
+
+// startBystander runs a process named name (a copy of sleep) on the host,
+// outside any lab, until the test ends; the channel gets its exit.
+func startBystander(t *testing.T, name string) <-chan error {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() }) // the goroutine reaps it
+	return exited
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +79,9 @@ type session struct {
 	ref    string
 	log    *lab.Output
 	start  time.Time
+	// serverPID is imgcast-server's process (`ip netns exec` execs it in
+	// place), the parent of every udp-sender of the session.
+	serverPID int
 }
 
 func newSession(t *testing.T, o sessionOptions) *session {
@@ -144,6 +148,7 @@ func newSession(t *testing.T, o sessionOptions) *session {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.serverPID = srv.Process.Pid
 	t.Cleanup(func() {
 		cancel()
 		srv.Wait()
@@ -204,6 +209,56 @@ func (s *session) session() status.Session {
 		s.t.Fatalf("/api/session: %v\n%s", err, out)
 	}
 	return ses
+}
+
+// killSenders kills the session's udp-sender processes by PID: the
+// children of this session's imgcast-server. (A network namespace does not
+// isolate PIDs: killing by name would kill every udp-sender on the host.)
+func (s *session) killSenders() {
+	s.t.Helper()
+	pids, err := childrenNamed(s.serverPID, "udp-sender")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if len(pids) == 0 {
+		s.t.Fatalf("imgcast-server (pid %d) has no udp-sender to kill", s.serverPID)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			s.t.Fatalf("kill udp-sender %d: %v", pid, err)
+		}
+		s.t.Logf("killed udp-sender, pid %d", pid)
+	}
+}
+
+// childrenNamed lists the processes whose parent is ppid and whose command
+// name (/proc/PID/comm) is comm.
+func childrenNamed(ppid int, comm string) ([]int, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the process has gone
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parentheses.
+		open, close := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+		if open < 0 || close < open {
+			continue
+		}
+		fields := strings.Fields(string(b[close+1:]))
+		if len(fields) < 2 || string(b[open+1:close]) != comm || fields[1] != strconv.Itoa(ppid) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b[:open])))
+		if err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }
 
 // waitFor polls cond until it holds.
