@@ -73,11 +73,16 @@ func BuildImage(t testing.TB) Image {
 			buildErr = fmt.Errorf("make initramfs: %v\n%s", err, out)
 			return
 		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var sizes []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "initramfs: ") {
+				sizes = append(sizes, l)
+			}
+		}
 		built = Image{
 			Kernel:    filepath.Join(root, "build", "vmlinuz"),
 			Initramfs: filepath.Join(root, "build", "initramfs.img"),
-			Summary:   fmt.Sprintf("%s (make took %s)", lines[len(lines)-1], time.Since(start).Round(time.Second)),
+			Summary:   fmt.Sprintf("%s (make took %s)", strings.Join(sizes, "\n"), time.Since(start).Round(time.Second)),
 		}
 	})
 	if buildErr != nil {
