@@ -11,19 +11,25 @@ import (
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/status"
+	"github.com/imgcast/imgcast/qemu-tests/vm"
 )
 
 // TestDemo is `make demo` and the demo's path as a test: two machines with
-// 256 MiB each PXE-boot from imgcast-server (iPXE ROM → dnsmasq DHCP and
-// TFTP → boot.ipxe over HTTP), receive the default image by multicast from
-// udpcast's udp-sender, write their disks and power off; both disks must
-// equal the reference and pass fsck, and the server must list both done.
+// 256 MiB each PXE-boot from imgcast-server, receive the default image by
+// multicast from udpcast's udp-sender, write their disks and power off;
+// both disks must equal the reference and pass fsck, and the server must
+// list both done. pc1 is a BIOS machine whose NIC ROM is iPXE (QEMU's):
+// dnsmasq DHCP → imgcast.ipxe over TFTP → boot.ipxe over HTTP. pc2 is a
+// UEFI machine (OVMF) whose firmware PXE-boots with its own network stack,
+// as most lab PCs do: dnsmasq sees client-arch 7 and hands it ipxe.efi over
+// TFTP, and that iPXE takes the same path, into our kernel's EFI stub.
 func TestDemo(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 81, clients: 2})
-	var clients []*client
-	for i := range 2 {
-		clients = append(clients, s.boot(fmt.Sprintf("pc%d", i+1)))
+	clients := []*client{
+		s.boot("pc1"),
+		s.bootWith(vm.Config{Name: "pc2", UEFI: true, NICs: []vm.NIC{{ROM: "none"}}}),
 	}
+	firmware := []string{"BIOS, iPXE ROM", "UEFI, firmware PXE"}
 	type outcome struct {
 		rates []partitionRate
 		took  time.Duration
@@ -56,7 +62,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	var sum strings.Builder
-	fmt.Fprintf(&sum, "\nimgcast demo: 2 machines (256 MiB RAM, 1 vCPU, QEMU TCG) imaged by multicast from udp-sender\n")
+	fmt.Fprintf(&sum, "\nimgcast demo: 2 machines (256 MiB RAM, 1 vCPU, QEMU TCG; pc1 %s, pc2 %s) imaged by multicast from udp-sender\n", firmware[0], firmware[1])
 	fmt.Fprintf(&sum, "%-6s %-18s %-9s %-9s %10s %9s %10s %10s\n", "client", "MAC", "partition", "mode", "bytes", "time", "wire MB/s", "disk MB/s")
 	for i, c := range clients {
 		for _, r := range results[i].rates {

@@ -115,18 +115,32 @@ func newSession(t *testing.T, o sessionOptions) *session {
 
 	ip := fmt.Sprintf("10.%d.0.1", o.octet)
 	server := "http://" + ip + ":8080"
-	// dnsmasq hands iPXE a script over TFTP that chains to the server's
-	// boot.ipxe, as FOG's default.ipxe does.
+	// dnsmasq serves over TFTP what a lab's PXE server does: iPXE for PXE
+	// firmware that is not iPXE (ipxe.efi for UEFI, undionly.kpxe for
+	// BIOS), and for iPXE a script that chains to the server's boot.ipxe,
+	// as FOG's default.ipxe does.
 	tftp := t.TempDir()
 	if err := os.Chmod(tftp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tftp, "imgcast.ipxe"), []byte("#!ipxe\nchain "+server+"/boot.ipxe\n"), 0o644); err != nil {
-		t.Fatal(err)
+	files := map[string][]byte{"imgcast.ipxe": []byte("#!ipxe\nchain " + server + "/boot.ipxe\n")}
+	for _, f := range []string{"ipxe.efi", "undionly.kpxe"} {
+		b, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
+		if err != nil {
+			t.Fatalf("%v (scripts/deps.sh installs Debian's ipxe)", err)
+		}
+		files[f] = b
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(tftp, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l := vm.NewLab(t, o.octet, vm.LabOptions{DHCP: dnsmasq.Options{
-		IPXEScript: "imgcast.ipxe",
-		Extra:      []string{"--enable-tftp", "--tftp-root=" + tftp},
+		IPXEScript:   "imgcast.ipxe",
+		UEFIBootFile: "ipxe.efi",
+		BIOSBootFile: "undionly.kpxe",
+		Extra:        []string{"--enable-tftp", "--tftp-root=" + tftp},
 	}})
 
 	mode := o.mode
@@ -173,9 +187,24 @@ type client struct {
 // network-boots through dnsmasq and imgcast-server.
 func (s *session) boot(name string) *client {
 	s.t.Helper()
-	disk := vm.NewDisk(s.t, defaultimage.DiskSize>>20)
+	return s.bootWith(vm.Config{Name: name})
+}
+
+// bootWith powers on a machine configured by cfg: with no disk given, an
+// empty virtio disk of the reference's size, the one to image. Without an
+// Image it network-boots.
+func (s *session) bootWith(cfg vm.Config) *client {
+	s.t.Helper()
+	disk := ""
+	if len(cfg.Disks) == 0 && len(cfg.Drives) == 0 {
+		disk = vm.NewDisk(s.t, defaultimage.DiskSize>>20)
+		cfg.Disks = []string{disk}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
 	start := time.Now()
-	v := vm.Start(s.t, s.lab, vm.Config{Name: name, Disks: []string{disk}, Timeout: 5 * time.Minute})
+	v := vm.Start(s.t, s.lab, cfg)
 	return &client{VM: v, disk: disk, start: start}
 }
 

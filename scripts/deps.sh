@@ -27,6 +27,7 @@ declare -A want=(
   [qemu-img]=qemu-utils
   [/usr/lib/ipxe/qemu/efi-virtio.rom]=ipxe-qemu
   [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
+  [/usr/lib/ipxe/ipxe.efi]=ipxe
   [dnsmasq]=dnsmasq-base
   [cpio]=cpio
   [xz]=xz-utils
