@@ -132,12 +132,24 @@ func TestSHA256Mismatch(t *testing.T) {
 }
 
 // TestUnicast: a server in unicast mode; the client fetches the image
-// files over HTTP through the same pipeline.
+// files over HTTP through the same pipeline. The machine has a VGA screen:
+// the agent's first lines, the progress lines and the result must show on
+// it (tty0) as on the serial console.
 func TestUnicast(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 84, mode: "unicast"})
-	c := s.boot("pc1")
+	c := s.bootWith(vm.Config{Name: "pc1", VGA: true})
+	scr := watchScreen(t, c.VM, `^d1p1 \[#*\.*\] +\d+%`)
 	c.Expect(`Command line: .*imgcast\.mode=unicast`, 2*time.Minute)
 	rates, took := s.expectDone(c, "unicast")
+	scr.expect(
+		`imgcast: starting \(init started at [0-9.]+ s\)`,
+		`imgcast: mode unicast, server 10\.84\.0\.1`,
+		`imgcast: network ready: eth0 10\.84\.0\.\d+/24`,
+		`^d1p1 \[#*\.*\] +\d+%  `,
+		`^d1p2 \[#*\.*\] +\d+%  `,
+		`imgcast: image written to /dev/vda in \S+ \(unicast\)`,
+	)
+	scr.picture()
 	s.checkDisk(c)
 	for _, r := range rates {
 		t.Logf("%s over HTTP: %d bytes, %s, wire %.1f MB/s, disk %.1f MB/s", r.file, r.bytes, r.took, r.wire, r.disk)

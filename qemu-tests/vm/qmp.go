@@ -94,16 +94,21 @@ func (q *qmp) do(command string, args any) (json.RawMessage, error) {
 
 func (q *qmp) close() { q.conn.Close() }
 
-// VGA text mode: 80x25 cells of (character, attribute) at 0xb8000.
+// VGA text mode: rows of 80 cells of (character, attribute) in the 32 KiB
+// at 0xb8000. The screen shows 25 of them: Linux's console scrolls by
+// moving the start of the visible window through that memory, so the
+// window's rows are not always the first ones.
 const (
 	vgaTextBase = 0xb8000
+	vgaTextSize = 32 << 10
 	vgaCols     = 80
-	vgaRows     = 25
 )
 
-// ScreenText returns what the VM's VGA text screen shows, one string per
-// row with trailing blanks removed. It needs Config.VGA and a guest in
-// VGA text mode (a BIOS machine; the kernel's vgacon console).
+// ScreenText returns the rows of the VM's VGA text memory, the visible
+// screen and what recently scrolled off it (up to 204 rows of 80
+// characters, in memory order), trailing blanks removed. It needs
+// Config.VGA and a guest in VGA text mode (a BIOS machine, the kernel's
+// vgacon console).
 func (v *VM) ScreenText() ([]string, error) {
 	if v.qmp == nil {
 		return nil, errors.New("no QMP connection")
@@ -114,7 +119,7 @@ func (v *VM) ScreenText() ([]string, error) {
 	}
 	f.Close()
 	defer os.Remove(f.Name())
-	if _, err := v.qmp.do("pmemsave", map[string]any{"val": vgaTextBase, "size": vgaCols * vgaRows * 2, "filename": f.Name()}); err != nil {
+	if _, err := v.qmp.do("pmemsave", map[string]any{"val": vgaTextBase, "size": vgaTextSize, "filename": f.Name()}); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(f.Name())
@@ -128,7 +133,7 @@ func (v *VM) ScreenText() ([]string, error) {
 // other characters become '?').
 func vgaRowsOf(mem []byte) []string {
 	var rows []string
-	for r := 0; r < vgaRows && (r+1)*vgaCols*2 <= len(mem); r++ {
+	for r := 0; (r+1)*vgaCols*2 <= len(mem); r++ {
 		line := make([]byte, vgaCols)
 		for c := range vgaCols {
 			ch := mem[(r*vgaCols+c)*2]

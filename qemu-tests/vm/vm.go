@@ -13,6 +13,7 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -161,7 +162,8 @@ type Config struct {
 	UEFI bool
 	// VGA gives the VM a standard VGA card (its screen readable with
 	// ScreenText and Screendump) and the kernel a console on it (tty0)
-	// besides the serial port.
+	// besides the serial port. QEMU then stays up, stopped, when the guest
+	// powers off, so the last screen can still be read; Wait returns then.
 	VGA bool
 	// CPU is QEMU's -cpu model ("" is QEMU's default, which has no RDRAND:
 	// the client must seed the kernel RNG itself).
@@ -179,8 +181,9 @@ type VM struct {
 	// MACs are the NICs' addresses, in order.
 	MACs []string
 
-	t       testing.TB
-	qmp     *qmp
+	t          testing.TB
+	qmp        *qmp
+	keepScreen bool
 	cmd     *exec.Cmd
 	cancel  context.CancelFunc
 	exited  chan struct{}
@@ -227,6 +230,9 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 		"-display", "none", "-vga", vga, "-serial", "stdio", "-monitor", "none", "-no-reboot",
 		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 	}
+	if cfg.VGA {
+		args = append(args, "-no-shutdown")
+	}
 	if cfg.UEFI {
 		args = append(args, uefiArgs(t)...)
 	}
@@ -238,7 +244,7 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 			args = append(args, "-cpu", cfg.CPU)
 		}
 	}
-	v := &VM{Name: cfg.Name, t: t, exited: make(chan struct{})}
+	v := &VM{Name: cfg.Name, t: t, exited: make(chan struct{}), keepScreen: cfg.VGA}
 	var linksDown []int
 	for i, nic := range cfg.NICs {
 		if nic.Model == "" {
@@ -435,12 +441,39 @@ func (v *VM) Type(line string) {
 // Wait waits for QEMU to exit (the guest powered off or rebooted: QEMU
 // runs with -no-reboot) and returns its error, or an error on timeout.
 func (v *VM) Wait(timeout time.Duration) error {
-	select {
-	case <-v.exited:
-		return v.waitErr
-	case <-time.After(timeout):
-		return fmt.Errorf("%s still running after %s", v.Name, timeout)
+	deadline := time.After(timeout)
+	var poll <-chan time.Time
+	if v.keepScreen {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		poll = tick.C
 	}
+	for {
+		select {
+		case <-v.exited:
+			return v.waitErr
+		case <-poll:
+			// -no-shutdown: QEMU stops at the guest's power-off or reset.
+			if st, err := v.status(); err == nil && (st == "shutdown" || st == "guest-panicked") {
+				return nil
+			}
+		case <-deadline:
+			return fmt.Errorf("%s still running after %s", v.Name, timeout)
+		}
+	}
+}
+
+// status is QEMU's run state (running, paused, shutdown, ...).
+func (v *VM) status() (string, error) {
+	raw, err := v.qmp.do("query-status", nil)
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	err = json.Unmarshal(raw, &st)
+	return st.Status, err
 }
 
 // Kill stops QEMU at once and waits for it.
