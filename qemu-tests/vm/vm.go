@@ -184,10 +184,10 @@ type VM struct {
 	t          testing.TB
 	qmp        *qmp
 	keepScreen bool
-	cmd     *exec.Cmd
-	cancel  context.CancelFunc
-	exited  chan struct{}
-	waitErr error
+	cmd        *exec.Cmd
+	cancel     context.CancelFunc
+	exited     chan struct{}
+	waitErr    error
 }
 
 var vmSeq struct {
