@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,4 +166,30 @@ func TestNICWithoutDriverIsDiagnosed(t *testing.T) {
 		t.Fatalf("the client did not power off after the diagnosis: %v", err)
 	}
 	t.Logf("boot to diagnosis and power-off: %s wall", time.Since(start).Round(time.Second))
+}
+
+// TestDeadAgentReboots: when the agent dies (here it exits at once, on a
+// flag it does not know), u-root's init must find no shell to fall back
+// to: it exits, the kernel panics and panic=-1 reboots the machine. No
+// prompt may ever appear. init runs verbose (-v after --) so the console
+// shows every command it tries.
+func TestDeadAgentReboots(t *testing.T) {
+	lab.Require(t, "qemu-system-x86_64")
+	img := vm.BuildImage(t)
+	v := vm.Start(t, nil, vm.Config{Name: "client", Image: &img,
+		Cmdline: "uroot.uinitargs=-no-such-flag -- -v"})
+	v.Expect(`Trying to run .*/bin/uinit`, 2*time.Minute)
+	v.Expect(`imgcast: flag provided but not defined: -no-such-flag`, time.Minute)
+	died := len(v.Console.Output())
+	v.Expect(`Kernel panic - not syncing: Attempted to kill init`, time.Minute)
+	if err := v.Wait(time.Minute); err != nil {
+		t.Fatalf("no reboot after the agent died: %v", err)
+	}
+	after := v.Console.Output()[died:]
+	if m := regexp.MustCompile(`Trying to run .*/bin/(defaultsh|sh)|(?m)^\$ `).FindString(after); m != "" {
+		t.Errorf("after the agent died, init started a shell (%q):\n%s", m, after)
+	}
+	if !strings.Contains(after, "reboot") && !strings.Contains(after, "Rebooting") {
+		t.Logf("(the kernel did not print its reboot; QEMU exited: -no-reboot)")
+	}
 }
