@@ -70,10 +70,13 @@ type sessionOptions struct {
 	serverArgs []string
 	// damage changes the session's copy of the image folder.
 	damage func(t *testing.T, dir string)
+	// images is the image folder to serve (default: the default image).
+	images string
 }
 
 type session struct {
 	t      *testing.T
+	img    vm.Image
 	lab    *vm.Lab
 	server string // http://IP:8080
 	ref    string
@@ -89,6 +92,9 @@ func newSession(t *testing.T, o sessionOptions) *session {
 	lab.Require(t, "qemu-system-x86_64", "dnsmasq", "udp-sender", "curl", "cmp", "e2fsck", "fsck.vfat")
 	img := vm.BuildImage(t)
 	serverBin, images, ref := buildArtifacts(t)
+	if o.images != "" {
+		images, ref = o.images, ""
+	}
 
 	// The session's own copy of the image, so a test may damage it.
 	served := filepath.Join(t.TempDir(), "images")
@@ -155,7 +161,7 @@ func newSession(t *testing.T, o sessionOptions) *session {
 		"--append", strings.TrimSpace("imgcast.failwait=1s " + o.appendArgs),
 	}
 	args = append(args, o.serverArgs...)
-	s := &session{t: t, lab: l, server: server, ref: ref, log: &lab.Output{}, start: time.Now()}
+	s := &session{t: t, img: img, lab: l, server: server, ref: ref, log: &lab.Output{}, start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := l.Switch.Command(ctx, serverBin, args...)
 	srv.Stdout, srv.Stderr = s.log, s.log
@@ -179,7 +185,12 @@ func newSession(t *testing.T, o sessionOptions) *session {
 // client is one machine of the session.
 type client struct {
 	*vm.VM
-	disk  string
+	disk string // the file of the disk to be imaged
+	// target is the kernel's name of that disk (default vda).
+	target string
+	// mac is the address of the NIC the client reports from (default
+	// its first).
+	mac   string
 	start time.Time
 }
 
@@ -205,7 +216,39 @@ func (s *session) bootWith(cfg vm.Config) *client {
 	}
 	start := time.Now()
 	v := vm.Start(s.t, s.lab, cfg)
-	return &client{VM: v, disk: disk, start: start}
+	return &client{VM: v, disk: disk, target: "vda", mac: v.MACs[0], start: start}
+}
+
+// bootDirect powers on a machine that boots the session's kernel and
+// initramfs directly (no PXE: for machines whose first NIC cannot PXE-boot)
+// with the kernel command line the server's boot.ipxe gives, less
+// imgcast.mac (iPXE fills it in), plus extra.
+func (s *session) bootDirect(cfg vm.Config, extra string) *client {
+	s.t.Helper()
+	out, err := s.lab.Switch.Command(context.Background(), "curl", "-sf", s.server+"/boot.ipxe").Output()
+	if err != nil {
+		s.t.Fatalf("GET /boot.ipxe: %v", err)
+	}
+	var args []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "kernel" {
+			continue
+		}
+		for _, a := range f[2:] {
+			switch {
+			case strings.Contains(a, "${"), strings.HasPrefix(a, "initrd="), strings.HasPrefix(a, "console="), strings.HasPrefix(a, "panic="):
+			default:
+				args = append(args, a)
+			}
+		}
+	}
+	if len(args) == 0 {
+		s.t.Fatalf("no kernel line in boot.ipxe:\n%s", out)
+	}
+	cfg.Image = &s.img
+	cfg.Cmdline = strings.TrimSpace(strings.Join(args, " ") + " " + extra)
+	return s.bootWith(cfg)
 }
 
 // statusOf returns what the server knows about a machine.
@@ -318,7 +361,7 @@ type partitionRate struct {
 func (s *session) expectDone(c *client, mode string) (rates []partitionRate, took time.Duration) {
 	s.t.Helper()
 	// The kernel re-read the table the client wrote (BLKRRPART).
-	c.Expect(`The kernel sees the new partitions: vda1 vda2`, 4*time.Minute)
+	c.Expect(`The kernel sees the new partitions: `+partName(c.target, 1)+" "+partName(c.target, 2), 4*time.Minute)
 	for range 2 {
 		m := c.Expect(partitionRE, time.Minute)
 		n, _ := strconv.ParseInt(m[4], 10, 64)
@@ -329,15 +372,23 @@ func (s *session) expectDone(c *client, mode string) (rates []partitionRate, too
 			s.t.Errorf("%s: partition %s arrived by %s, want %s", c.Name, m[1], m[3], mode)
 		}
 	}
-	c.Expect(`image written to /dev/vda in \S+ \(`+mode+`\)`, time.Minute)
+	c.Expect(`image written to /dev/`+c.target+` in \S+ \(`+mode+`\)`, time.Minute)
 	took = time.Since(c.start)
 	if err := c.Wait(time.Minute); err != nil {
 		s.t.Fatalf("%s did not power off: %v", c.Name, err)
 	}
-	if st, ok := s.statusOf(c.MACs[0]); !ok || st.State != status.Done {
+	if st, ok := s.statusOf(c.mac); !ok || st.State != status.Done {
 		s.t.Errorf("%s: the server has %+v, want state done", c.Name, st)
 	}
 	return rates, took
+}
+
+// partName is the kernel's name of a disk's n-th partition.
+func partName(disk string, n int) string {
+	if last := disk[len(disk)-1]; last >= '0' && last <= '9' {
+		return fmt.Sprintf("%sp%d", disk, n) // nvme0n1p1, mmcblk0p1
+	}
+	return fmt.Sprintf("%s%d", disk, n)
 }
 
 // expectFailed waits for the client to fail with a message matching re,
@@ -352,7 +403,7 @@ func (s *session) expectFailed(c *client, re string) status.Client {
 	if strings.Contains(c.Console.Output(), "Imaging done") {
 		s.t.Errorf("%s printed done although it failed", c.Name)
 	}
-	st, ok := s.statusOf(c.MACs[0])
+	st, ok := s.statusOf(c.mac)
 	if !ok || st.State != status.Failed || !regexp.MustCompile(re).MatchString(st.Error) {
 		s.t.Errorf("%s: the server has state %q error %q, want failed matching %q", c.Name, st.State, st.Error, re)
 	}
