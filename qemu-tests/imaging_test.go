@@ -110,6 +110,8 @@ func TestSenderKilledMidPartition(t *testing.T) {
 
 // TestSHA256Mismatch: the image's data are intact but d1.sha256 does not
 // match d1p2.img; the client must fail on partition 2 and never say done.
+// The machine is UEFI with QEMU's EFI iPXE ROM on its NIC (the other UEFI
+// path: iPXE asks dnsmasq directly and gets imgcast.ipxe).
 func TestSHA256Mismatch(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 83, clients: 1, damage: func(t *testing.T, dir string) {
 		sums := filepath.Join(dir, "d1.sha256")
@@ -127,7 +129,8 @@ func TestSHA256Mismatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}})
-	c := s.boot("pc1")
+	c := s.bootWith(vm.Config{Name: "pc1", UEFI: true})
+	c.Expect(`efi: EFI v`, 3*time.Minute)
 	s.expectFailed(c, `partition 2: d1p2\.img: SHA-256 of the bytes received is [0-9a-f]{64}, d1\.sha256 says 0{64}`)
 }
 
