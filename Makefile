@@ -135,8 +135,9 @@ REFERENCE_DISK := $(BUILD)/reference/default.raw
 .PHONY: server default-image demo
 
 ## demo: the main job. imgcast-server (driving udpcast's udp-sender) serves
-## the default image; two QEMU machines (256 MiB each) PXE-boot from it
-## (iPXE ROM -> dnsmasq DHCP + TFTP -> boot.ipxe over HTTP), image
+## the default image; two QEMU machines (256 MiB each) PXE-boot from it, a
+## BIOS one (iPXE ROM -> dnsmasq DHCP + TFTP -> boot.ipxe over HTTP) and a
+## UEFI one (OVMF's own PXE -> ipxe.efi over TFTP -> the same), image
 ## themselves by multicast and power off; both disks are checked (cmp with
 ## the reference, fsck) and a summary is printed. Everything is torn down.
 demo: deps initramfs server default-image
