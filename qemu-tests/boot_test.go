@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -191,5 +192,36 @@ func TestDeadAgentReboots(t *testing.T) {
 	}
 	if !strings.Contains(after, "reboot") && !strings.Contains(after, "Rebooting") {
 		t.Logf("(the kernel did not print its reboot; QEMU exited: -no-reboot)")
+	}
+}
+
+// maxImageSize is the budget of the boot image without firmware: 8 MiB,
+// about one second of PXE transfer even over slow TFTP, and RAM the
+// client keeps for the whole job.
+const maxImageSize = 8 << 20
+
+// TestImageSize: the boot image without firmware fits its budget, and its
+// userland has no shell for init to fall back to.
+func TestImageSize(t *testing.T) {
+	img := vm.BuildImage(t)
+	dir := filepath.Dir(img.Initramfs)
+	st, err := os.Stat(filepath.Join(dir, "initramfs-nofirmware.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > maxImageSize {
+		t.Errorf("initramfs-nofirmware.img is %d bytes (%.2f MiB), over the budget of %d MiB", st.Size(), float64(st.Size())/(1<<20), maxImageSize>>20)
+	}
+	list, err := exec.Command("sh", "-c", `xz -dc "$0" | cpio -it --quiet`, filepath.Join(dir, "userland.cpio.xz")).Output()
+	if err != nil {
+		t.Fatalf("listing the userland: %v", err)
+	}
+	for _, f := range strings.Fields(string(list)) {
+		if f == "bin/sh" || f == "bin/defaultsh" {
+			t.Errorf("the userland has %s: init would start it when the agent exits", f)
+		}
+	}
+	if !strings.Contains(string(list), "bbin/gosh") {
+		t.Error("the userland has no bbin/gosh for the agent's debug shell")
 	}
 }
