@@ -374,6 +374,9 @@ func (s *session) expectDone(c *client, mode string) (rates []partitionRate, too
 	}
 	c.Expect(`image written to /dev/`+c.target+` in \S+ \(`+mode+`\)`, time.Minute)
 	took = time.Since(c.start)
+	if m := regexp.MustCompile(`network ready: .* in ([0-9.]+) s since init started`).FindStringSubmatch(c.Console.Output()); m != nil {
+		s.t.Logf("%s: network ready %s s after init started (guest clock)", c.Name, m[1])
+	}
 	if err := c.Wait(time.Minute); err != nil {
 		s.t.Fatalf("%s did not power off: %v", c.Name, err)
 	}
