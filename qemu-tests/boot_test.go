@@ -225,3 +225,23 @@ func TestImageSize(t *testing.T) {
 		t.Error("the userland has no bbin/gosh for the agent's debug shell")
 	}
 }
+
+// TestAfterShellOnFailure: with imgcast.after=shell the agent itself gives
+// the technician a shell after a failure (the image has no shell for init
+// to start); leaving it reboots.
+func TestAfterShellOnFailure(t *testing.T) {
+	lab.Require(t, "qemu-system-x86_64")
+	img := vm.BuildImage(t)
+	v := vm.Start(t, nil, vm.Config{Name: "client", Image: &img, NICs: []vm.NIC{{Model: "ne2k_pci"}},
+		Cmdline: "imgcast.server=10.0.2.2 imgcast.after=shell imgcast.linktimeout=3s"})
+	v.Expect(`\*\*\* imgcast FAILED \*\*\*`, 2*time.Minute)
+	v.Expect(`imgcast: debug shell \(imgcast failed\)\. Type 'exit' to leave it; then the machine will reboot\.`, 10*time.Second)
+	v.Expect(`\$ `, 10*time.Second)
+	v.Type("echo $((40+2))")
+	v.Expect(`\n42\r?\n`, 10*time.Second)
+	v.Type("exit")
+	v.Expect(`imgcast: reboot`, 10*time.Second)
+	if err := v.Wait(time.Minute); err != nil {
+		t.Fatalf("no reboot after the shell: %v", err)
+	}
+}
