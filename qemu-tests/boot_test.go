@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,4 +167,81 @@ func TestNICWithoutDriverIsDiagnosed(t *testing.T) {
 		t.Fatalf("the client did not power off after the diagnosis: %v", err)
 	}
 	t.Logf("boot to diagnosis and power-off: %s wall", time.Since(start).Round(time.Second))
+}
+
+// TestDeadAgentReboots: when the agent dies (here it exits at once, on a
+// flag it does not know), u-root's init must find no shell to fall back
+// to: it exits, the kernel panics and panic=-1 reboots the machine. No
+// prompt may ever appear. init runs verbose (-v after --) so the console
+// shows every command it tries.
+func TestDeadAgentReboots(t *testing.T) {
+	lab.Require(t, "qemu-system-x86_64")
+	img := vm.BuildImage(t)
+	v := vm.Start(t, nil, vm.Config{Name: "client", Image: &img,
+		Cmdline: "uroot.uinitargs=-no-such-flag -- -v"})
+	v.Expect(`Trying to run .*/bin/uinit`, 2*time.Minute)
+	v.Expect(`imgcast: flag provided but not defined: -no-such-flag`, time.Minute)
+	died := len(v.Console.Output())
+	v.Expect(`Kernel panic - not syncing: Attempted to kill init`, time.Minute)
+	if err := v.Wait(time.Minute); err != nil {
+		t.Fatalf("no reboot after the agent died: %v", err)
+	}
+	after := v.Console.Output()[died:]
+	if m := regexp.MustCompile(`Trying to run .*/bin/(defaultsh|sh)|(?m)^\$ `).FindString(after); m != "" {
+		t.Errorf("after the agent died, init started a shell (%q):\n%s", m, after)
+	}
+	if !strings.Contains(after, "reboot") && !strings.Contains(after, "Rebooting") {
+		t.Logf("(the kernel did not print its reboot; QEMU exited: -no-reboot)")
+	}
+}
+
+// maxImageSize is the budget of the boot image without firmware: 8 MiB,
+// about one second of PXE transfer even over slow TFTP, and RAM the
+// client keeps for the whole job.
+const maxImageSize = 8 << 20
+
+// TestImageSize: the boot image without firmware fits its budget, and its
+// userland has no shell for init to fall back to.
+func TestImageSize(t *testing.T) {
+	img := vm.BuildImage(t)
+	dir := filepath.Dir(img.Initramfs)
+	st, err := os.Stat(filepath.Join(dir, "initramfs-nofirmware.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > maxImageSize {
+		t.Errorf("initramfs-nofirmware.img is %d bytes (%.2f MiB), over the budget of %d MiB", st.Size(), float64(st.Size())/(1<<20), maxImageSize>>20)
+	}
+	list, err := exec.Command("sh", "-c", `xz -dc "$0" | cpio -it --quiet`, filepath.Join(dir, "userland.cpio.xz")).Output()
+	if err != nil {
+		t.Fatalf("listing the userland: %v", err)
+	}
+	for _, f := range strings.Fields(string(list)) {
+		if f == "bin/sh" || f == "bin/defaultsh" {
+			t.Errorf("the userland has %s: init would start it when the agent exits", f)
+		}
+	}
+	if !strings.Contains(string(list), "bbin/gosh") {
+		t.Error("the userland has no bbin/gosh for the agent's debug shell")
+	}
+}
+
+// TestAfterShellOnFailure: with imgcast.after=shell the agent itself gives
+// the technician a shell after a failure (the image has no shell for init
+// to start); leaving it reboots.
+func TestAfterShellOnFailure(t *testing.T) {
+	lab.Require(t, "qemu-system-x86_64")
+	img := vm.BuildImage(t)
+	v := vm.Start(t, nil, vm.Config{Name: "client", Image: &img, NICs: []vm.NIC{{Model: "ne2k_pci"}},
+		Cmdline: "imgcast.server=10.0.2.2 imgcast.after=shell imgcast.linktimeout=3s"})
+	v.Expect(`\*\*\* imgcast FAILED \*\*\*`, 2*time.Minute)
+	v.Expect(`imgcast: debug shell \(imgcast failed\)\. Type 'exit' to leave it; then the machine will reboot\.`, 10*time.Second)
+	v.Expect(`\$ `, 10*time.Second)
+	v.Type("echo $((40+2))")
+	v.Expect(`\n42\r?\n`, 10*time.Second)
+	v.Type("exit")
+	v.Expect(`imgcast: reboot`, 10*time.Second)
+	if err := v.Wait(time.Minute); err != nil {
+		t.Fatalf("no reboot after the shell: %v", err)
+	}
 }

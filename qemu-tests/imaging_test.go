@@ -3,6 +3,7 @@ package qemutests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -10,19 +11,25 @@ import (
 	"time"
 
 	"github.com/imgcast/imgcast/pkg/status"
+	"github.com/imgcast/imgcast/qemu-tests/vm"
 )
 
 // TestDemo is `make demo` and the demo's path as a test: two machines with
-// 256 MiB each PXE-boot from imgcast-server (iPXE ROM → dnsmasq DHCP and
-// TFTP → boot.ipxe over HTTP), receive the default image by multicast from
-// udpcast's udp-sender, write their disks and power off; both disks must
-// equal the reference and pass fsck, and the server must list both done.
+// 256 MiB each PXE-boot from imgcast-server, receive the default image by
+// multicast from udpcast's udp-sender, write their disks and power off;
+// both disks must equal the reference and pass fsck, and the server must
+// list both done. pc1 is a BIOS machine whose NIC ROM is iPXE (QEMU's):
+// dnsmasq DHCP → imgcast.ipxe over TFTP → boot.ipxe over HTTP. pc2 is a
+// UEFI machine (OVMF) whose firmware PXE-boots with its own network stack,
+// as most lab PCs do: dnsmasq sees client-arch 7 and hands it ipxe.efi over
+// TFTP, and that iPXE takes the same path, into our kernel's EFI stub.
 func TestDemo(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 81, clients: 2})
-	var clients []*client
-	for i := range 2 {
-		clients = append(clients, s.boot(fmt.Sprintf("pc%d", i+1)))
+	clients := []*client{
+		s.boot("pc1"),
+		s.bootWith(vm.Config{Name: "pc2", UEFI: true, NICs: []vm.NIC{{ROM: "none"}}}),
 	}
+	firmware := []string{"BIOS, iPXE ROM", "UEFI, firmware PXE"}
 	type outcome struct {
 		rates []partitionRate
 		took  time.Duration
@@ -55,7 +62,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	var sum strings.Builder
-	fmt.Fprintf(&sum, "\nimgcast demo: 2 machines (256 MiB RAM, 1 vCPU, QEMU TCG) imaged by multicast from udp-sender\n")
+	fmt.Fprintf(&sum, "\nimgcast demo: 2 machines (256 MiB RAM, 1 vCPU, QEMU TCG; pc1 %s, pc2 %s) imaged by multicast from udp-sender\n", firmware[0], firmware[1])
 	fmt.Fprintf(&sum, "%-6s %-18s %-9s %-9s %10s %9s %10s %10s\n", "client", "MAC", "partition", "mode", "bytes", "time", "wire MB/s", "disk MB/s")
 	for i, c := range clients {
 		for _, r := range results[i].rates {
@@ -88,16 +95,23 @@ func TestSenderKilledMidPartition(t *testing.T) {
 		st, ok := s.statusOf(c.MACs[0])
 		return ok && st.State == status.Receiving && st.Bytes > 0
 	})
-	if err := s.lab.Switch.Run("pkill", "-KILL", "-x", "udp-sender"); err != nil {
-		t.Fatalf("killing udp-sender: %v", err)
-	}
+	// Another udp-sender on the host, not the session's: it must survive.
+	bystander := startBystander(t, "udp-sender")
+	s.killSenders()
 	killed := time.Now()
+	select {
+	case err := <-bystander:
+		t.Errorf("a udp-sender outside the session was killed too: %v", err)
+	case <-time.After(time.Second):
+	}
 	st := s.expectFailed(c, `partition 1: sender 10\.82\.0\.1:9001 went silent after .* \(nothing received for 5s\)`)
 	t.Logf("failed %s after the kill; server shows: %s", time.Since(killed).Round(time.Second), st.Error)
 }
 
 // TestSHA256Mismatch: the image's data are intact but d1.sha256 does not
 // match d1p2.img; the client must fail on partition 2 and never say done.
+// The machine is UEFI with QEMU's EFI iPXE ROM on its NIC (the other UEFI
+// path: iPXE asks dnsmasq directly and gets imgcast.ipxe).
 func TestSHA256Mismatch(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 83, clients: 1, damage: func(t *testing.T, dir string) {
 		sums := filepath.Join(dir, "d1.sha256")
@@ -115,17 +129,30 @@ func TestSHA256Mismatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}})
-	c := s.boot("pc1")
+	c := s.bootWith(vm.Config{Name: "pc1", UEFI: true})
+	c.Expect(`efi: EFI v`, 3*time.Minute)
 	s.expectFailed(c, `partition 2: d1p2\.img: SHA-256 of the bytes received is [0-9a-f]{64}, d1\.sha256 says 0{64}`)
 }
 
 // TestUnicast: a server in unicast mode; the client fetches the image
-// files over HTTP through the same pipeline.
+// files over HTTP through the same pipeline. The machine has a VGA screen:
+// the agent's first lines, the progress lines and the result must show on
+// it (tty0) as on the serial console.
 func TestUnicast(t *testing.T) {
 	s := newSession(t, sessionOptions{octet: 84, mode: "unicast"})
-	c := s.boot("pc1")
+	c := s.bootWith(vm.Config{Name: "pc1", VGA: true})
+	scr := watchScreen(t, c.VM, `^d1p1 \[#*\.*\] +\d+%`)
 	c.Expect(`Command line: .*imgcast\.mode=unicast`, 2*time.Minute)
 	rates, took := s.expectDone(c, "unicast")
+	scr.expect(
+		`imgcast: starting \(init started at [0-9.]+ s\)`,
+		`imgcast: mode unicast, server 10\.84\.0\.1`,
+		`imgcast: network ready: eth0 10\.84\.0\.\d+/24`,
+		`^d1p1 \[#*\.*\] +\d+%  `,
+		`^d1p2 \[#*\.*\] +\d+%  `,
+		`imgcast: image written to /dev/vda in \S+ \(unicast\)`,
+	)
+	scr.picture()
 	s.checkDisk(c)
 	for _, r := range rates {
 		t.Logf("%s over HTTP: %d bytes, %s, wire %.1f MB/s, disk %.1f MB/s", r.file, r.bytes, r.took, r.wire, r.disk)
@@ -157,4 +184,30 @@ func TestLateClient(t *testing.T) {
 	if st.Note == "" {
 		t.Logf("(the server added no note for the late machine)")
 	}
+}
+
+// startBystander runs a process named name (a copy of sleep) on the host,
+// outside any lab, until the test ends; the channel gets its exit.
+func startBystander(t *testing.T, name string) <-chan error {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() }) // the goroutine reaps it
+	return exited
 }

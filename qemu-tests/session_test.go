@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,15 +70,21 @@ type sessionOptions struct {
 	serverArgs []string
 	// damage changes the session's copy of the image folder.
 	damage func(t *testing.T, dir string)
+	// images is the image folder to serve (default: the default image).
+	images string
 }
 
 type session struct {
 	t      *testing.T
+	img    vm.Image
 	lab    *vm.Lab
 	server string // http://IP:8080
 	ref    string
 	log    *lab.Output
 	start  time.Time
+	// serverPID is imgcast-server's process (`ip netns exec` execs it in
+	// place), the parent of every udp-sender of the session.
+	serverPID int
 }
 
 func newSession(t *testing.T, o sessionOptions) *session {
@@ -85,6 +92,9 @@ func newSession(t *testing.T, o sessionOptions) *session {
 	lab.Require(t, "qemu-system-x86_64", "dnsmasq", "udp-sender", "curl", "cmp", "e2fsck", "fsck.vfat")
 	img := vm.BuildImage(t)
 	serverBin, images, ref := buildArtifacts(t)
+	if o.images != "" {
+		images, ref = o.images, ""
+	}
 
 	// The session's own copy of the image, so a test may damage it.
 	served := filepath.Join(t.TempDir(), "images")
@@ -111,18 +121,32 @@ func newSession(t *testing.T, o sessionOptions) *session {
 
 	ip := fmt.Sprintf("10.%d.0.1", o.octet)
 	server := "http://" + ip + ":8080"
-	// dnsmasq hands iPXE a script over TFTP that chains to the server's
-	// boot.ipxe, as FOG's default.ipxe does.
+	// dnsmasq serves over TFTP what a lab's PXE server does: iPXE for PXE
+	// firmware that is not iPXE (ipxe.efi for UEFI, undionly.kpxe for
+	// BIOS), and for iPXE a script that chains to the server's boot.ipxe,
+	// as FOG's default.ipxe does.
 	tftp := t.TempDir()
 	if err := os.Chmod(tftp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tftp, "imgcast.ipxe"), []byte("#!ipxe\nchain "+server+"/boot.ipxe\n"), 0o644); err != nil {
-		t.Fatal(err)
+	files := map[string][]byte{"imgcast.ipxe": []byte("#!ipxe\nchain " + server + "/boot.ipxe\n")}
+	for _, f := range []string{"ipxe.efi", "undionly.kpxe"} {
+		b, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
+		if err != nil {
+			t.Fatalf("%v (scripts/deps.sh installs Debian's ipxe)", err)
+		}
+		files[f] = b
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(tftp, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l := vm.NewLab(t, o.octet, vm.LabOptions{DHCP: dnsmasq.Options{
-		IPXEScript: "imgcast.ipxe",
-		Extra:      []string{"--enable-tftp", "--tftp-root=" + tftp},
+		IPXEScript:   "imgcast.ipxe",
+		UEFIBootFile: "ipxe.efi",
+		BIOSBootFile: "undionly.kpxe",
+		Extra:        []string{"--enable-tftp", "--tftp-root=" + tftp},
 	}})
 
 	mode := o.mode
@@ -137,13 +161,14 @@ func newSession(t *testing.T, o sessionOptions) *session {
 		"--append", strings.TrimSpace("imgcast.failwait=1s " + o.appendArgs),
 	}
 	args = append(args, o.serverArgs...)
-	s := &session{t: t, lab: l, server: server, ref: ref, log: &lab.Output{}, start: time.Now()}
+	s := &session{t: t, img: img, lab: l, server: server, ref: ref, log: &lab.Output{}, start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := l.Switch.Command(ctx, serverBin, args...)
 	srv.Stdout, srv.Stderr = s.log, s.log
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.serverPID = srv.Process.Pid
 	t.Cleanup(func() {
 		cancel()
 		srv.Wait()
@@ -160,7 +185,12 @@ func newSession(t *testing.T, o sessionOptions) *session {
 // client is one machine of the session.
 type client struct {
 	*vm.VM
-	disk  string
+	disk string // the file of the disk to be imaged
+	// target is the kernel's name of that disk (default vda).
+	target string
+	// mac is the address of the NIC the client reports from (default
+	// its first).
+	mac   string
 	start time.Time
 }
 
@@ -168,10 +198,57 @@ type client struct {
 // network-boots through dnsmasq and imgcast-server.
 func (s *session) boot(name string) *client {
 	s.t.Helper()
-	disk := vm.NewDisk(s.t, defaultimage.DiskSize>>20)
+	return s.bootWith(vm.Config{Name: name})
+}
+
+// bootWith powers on a machine configured by cfg: with no disk given, an
+// empty virtio disk of the reference's size, the one to image. Without an
+// Image it network-boots.
+func (s *session) bootWith(cfg vm.Config) *client {
+	s.t.Helper()
+	disk := ""
+	if len(cfg.Disks) == 0 && len(cfg.Drives) == 0 {
+		disk = vm.NewDisk(s.t, defaultimage.DiskSize>>20)
+		cfg.Disks = []string{disk}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
 	start := time.Now()
-	v := vm.Start(s.t, s.lab, vm.Config{Name: name, Disks: []string{disk}, Timeout: 5 * time.Minute})
-	return &client{VM: v, disk: disk, start: start}
+	v := vm.Start(s.t, s.lab, cfg)
+	return &client{VM: v, disk: disk, target: "vda", mac: v.MACs[0], start: start}
+}
+
+// bootDirect powers on a machine that boots the session's kernel and
+// initramfs directly (no PXE: for machines whose first NIC cannot PXE-boot)
+// with the kernel command line the server's boot.ipxe gives, less
+// imgcast.mac (iPXE fills it in), plus extra.
+func (s *session) bootDirect(cfg vm.Config, extra string) *client {
+	s.t.Helper()
+	out, err := s.lab.Switch.Command(context.Background(), "curl", "-sf", s.server+"/boot.ipxe").Output()
+	if err != nil {
+		s.t.Fatalf("GET /boot.ipxe: %v", err)
+	}
+	var args []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "kernel" {
+			continue
+		}
+		for _, a := range f[2:] {
+			switch {
+			case strings.Contains(a, "${"), strings.HasPrefix(a, "initrd="), strings.HasPrefix(a, "console="), strings.HasPrefix(a, "panic="):
+			default:
+				args = append(args, a)
+			}
+		}
+	}
+	if len(args) == 0 {
+		s.t.Fatalf("no kernel line in boot.ipxe:\n%s", out)
+	}
+	cfg.Image = &s.img
+	cfg.Cmdline = strings.TrimSpace(strings.Join(args, " ") + " " + extra)
+	return s.bootWith(cfg)
 }
 
 // statusOf returns what the server knows about a machine.
@@ -206,6 +283,56 @@ func (s *session) session() status.Session {
 	return ses
 }
 
+// killSenders kills the session's udp-sender processes by PID: the
+// children of this session's imgcast-server. (A network namespace does not
+// isolate PIDs: killing by name would kill every udp-sender on the host.)
+func (s *session) killSenders() {
+	s.t.Helper()
+	pids, err := childrenNamed(s.serverPID, "udp-sender")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if len(pids) == 0 {
+		s.t.Fatalf("imgcast-server (pid %d) has no udp-sender to kill", s.serverPID)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			s.t.Fatalf("kill udp-sender %d: %v", pid, err)
+		}
+		s.t.Logf("killed udp-sender, pid %d", pid)
+	}
+}
+
+// childrenNamed lists the processes whose parent is ppid and whose command
+// name (/proc/PID/comm) is comm.
+func childrenNamed(ppid int, comm string) ([]int, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the process has gone
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parentheses.
+		open, close := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+		if open < 0 || close < open {
+			continue
+		}
+		fields := strings.Fields(string(b[close+1:]))
+		if len(fields) < 2 || string(b[open+1:close]) != comm || fields[1] != strconv.Itoa(ppid) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b[:open])))
+		if err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
 // waitFor polls cond until it holds.
 func (s *session) waitFor(what string, timeout time.Duration, cond func() bool) {
 	s.t.Helper()
@@ -234,7 +361,7 @@ type partitionRate struct {
 func (s *session) expectDone(c *client, mode string) (rates []partitionRate, took time.Duration) {
 	s.t.Helper()
 	// The kernel re-read the table the client wrote (BLKRRPART).
-	c.Expect(`The kernel sees the new partitions: vda1 vda2`, 4*time.Minute)
+	c.Expect(`The kernel sees the new partitions: `+partName(c.target, 1)+" "+partName(c.target, 2), 4*time.Minute)
 	for range 2 {
 		m := c.Expect(partitionRE, time.Minute)
 		n, _ := strconv.ParseInt(m[4], 10, 64)
@@ -245,15 +372,26 @@ func (s *session) expectDone(c *client, mode string) (rates []partitionRate, too
 			s.t.Errorf("%s: partition %s arrived by %s, want %s", c.Name, m[1], m[3], mode)
 		}
 	}
-	c.Expect(`image written to /dev/vda in \S+ \(`+mode+`\)`, time.Minute)
+	c.Expect(`image written to /dev/`+c.target+` in \S+ \(`+mode+`\)`, time.Minute)
 	took = time.Since(c.start)
+	if m := regexp.MustCompile(`network ready: .* in ([0-9.]+) s since init started`).FindStringSubmatch(c.Console.Output()); m != nil {
+		s.t.Logf("%s: network ready %s s after init started (guest clock)", c.Name, m[1])
+	}
 	if err := c.Wait(time.Minute); err != nil {
 		s.t.Fatalf("%s did not power off: %v", c.Name, err)
 	}
-	if st, ok := s.statusOf(c.MACs[0]); !ok || st.State != status.Done {
+	if st, ok := s.statusOf(c.mac); !ok || st.State != status.Done {
 		s.t.Errorf("%s: the server has %+v, want state done", c.Name, st)
 	}
 	return rates, took
+}
+
+// partName is the kernel's name of a disk's n-th partition.
+func partName(disk string, n int) string {
+	if last := disk[len(disk)-1]; last >= '0' && last <= '9' {
+		return fmt.Sprintf("%sp%d", disk, n) // nvme0n1p1, mmcblk0p1
+	}
+	return fmt.Sprintf("%s%d", disk, n)
 }
 
 // expectFailed waits for the client to fail with a message matching re,
@@ -268,7 +406,7 @@ func (s *session) expectFailed(c *client, re string) status.Client {
 	if strings.Contains(c.Console.Output(), "Imaging done") {
 		s.t.Errorf("%s printed done although it failed", c.Name)
 	}
-	st, ok := s.statusOf(c.MACs[0])
+	st, ok := s.statusOf(c.mac)
 	if !ok || st.State != status.Failed || !regexp.MustCompile(re).MatchString(st.Error) {
 		s.t.Errorf("%s: the server has state %q error %q, want failed matching %q", c.Name, st.State, st.Error, re)
 	}

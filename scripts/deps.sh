@@ -27,6 +27,8 @@ declare -A want=(
   [qemu-system-x86_64]=qemu-system-x86
   [qemu-img]=qemu-utils
   [/usr/lib/ipxe/qemu/efi-virtio.rom]=ipxe-qemu
+  [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
+  [/usr/lib/ipxe/ipxe.efi]=ipxe
   [dnsmasq]=dnsmasq-base
   [cpio]=cpio
   [xz]=xz-utils
@@ -45,6 +47,39 @@ declare -A want=(
   [/usr/include/stdio.h]=libc6-dev
 )
 
+# Firmware the initramfs's NIC drivers ask for (mkmodules ships exactly the
+# files they name): Debian keeps it in the non-free-firmware component.
+# The file each package must provide -> the package.
+declare -A firmware=(
+  [/lib/firmware/rtl_nic/rtl8168h-2.fw]=firmware-realtek
+  [/lib/firmware/bnx2/bnx2-mips-09-6.2.1b.fw]=firmware-bnx2
+  [/lib/firmware/bnx2x/bnx2x-e2-7.13.15.0.fw]=firmware-bnx2x
+  [/lib/firmware/tigon/tg3_tso5.bin]=firmware-misc-nonfree
+)
+
+# enable_non_free_firmware adds Debian's non-free-firmware component to
+# every Debian entry of apt's sources (deb822 .sources files and one-line
+# sources.list files), once; it changes nothing on other distributions.
+enable_non_free_firmware() {
+  [[ -f /etc/debian_version ]] || return 0
+  local f changed=0
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    if [[ $f == *.sources ]]; then
+      grep -Eq '^URIs:.*/debian(-security)?/?$' "$f" || continue
+      grep -Eq '^Components:.*non-free-firmware' "$f" && continue
+      sed -i -E '/^Components:/{/non-free-firmware/!s/$/ non-free-firmware/}' "$f"
+    else
+      grep -Eq '^deb .*/debian(-security)?/? [^ ]+ .*main' "$f" || continue
+      grep -Eq '^deb .*/debian(-security)?/? [^ ]+ .*non-free-firmware' "$f" && continue
+      sed -i -E '/^deb .*\/debian(-security)?\/? /{/non-free-firmware/!s/$/ non-free-firmware/}' "$f"
+    fi
+    echo "deps: added non-free-firmware to $f"
+    changed=1
+  done
+  if ((changed)); then apt-get update -qq; fi
+}
+
 missing=()
 for thing in "${!want[@]}"; do
   if [[ $thing == /* ]]; then
@@ -55,6 +90,16 @@ for thing in "${!want[@]}"; do
 done
 # The guest kernel: Debian's linux-image-amd64 meta-package.
 dpkg-query -W -f='${Status}' linux-image-amd64 2>/dev/null | grep -q 'install ok installed' || missing+=(linux-image-amd64)
+
+missing_firmware=()
+for file in "${!firmware[@]}"; do
+  [[ -e $file || -e $file.xz || -e $file.zst ]] || missing_firmware+=("${firmware[$file]}")
+done
+if ((${#missing_firmware[@]})) && [[ -f /etc/debian_version ]]; then
+  [[ $(id -u) -eq 0 ]] || { echo "deps: need root to install ${missing_firmware[*]}" >&2; exit 1; }
+  enable_non_free_firmware
+  missing+=("${missing_firmware[@]}")
+fi
 
 if ((${#missing[@]})); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

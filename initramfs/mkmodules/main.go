@@ -1,9 +1,11 @@
 // mkmodules stages the kernel modules the imgcast client needs into a cpio
-// archive, to be appended to the initramfs.
+// archive, to be appended to the initramfs, and the firmware they ask for
+// into another.
 //
 // Synopsis:
 //
-//	mkmodules -kver KVER -list FILE [-root /lib/modules] [-firmware /lib/firmware] [-compress zstd|none] -o OUT.cpio
+//	mkmodules -kver KVER -list FILE [-root /lib/modules] [-compress zstd|none]
+//	          [-firmware /lib/firmware] [-firmware-out FIRMWARE.cpio] -o OUT.cpio
 //
 // Description:
 //
@@ -14,22 +16,29 @@
 //	The archive gets filtered modules.dep, modules.alias and modules.softdep
 //	that name only the staged modules, plus modules.builtin, so the
 //	client's coldplug matches device aliases against exactly what it has.
-//	Firmware files the staged modules ask for are copied from -firmware
-//	when present; missing ones are listed.
 //
-//	Modules are stored compressed with zstd by default (.ko.zst): the
-//	initramfs stays in RAM for the whole job, and the client decompresses
-//	only the few modules it loads. Already compressed modules are
-//	recompressed the same way, so the client handles one format fast.
+//	Modules are stored compressed with zstd -19 by default (.ko.zst, by
+//	the zstd command): the initramfs stays in RAM for the whole job, and
+//	the client decompresses only the few modules it loads. Already
+//	compressed modules are recompressed the same way, so the client
+//	handles one format fast.
+//
+//	The firmware files the staged modules name (modinfo -F firmware) are
+//	looked up in -firmware (plain, .xz or .zst) and, with -firmware-out,
+//	written to their own archive, xz-compressed (CRC32, as the kernel's
+//	firmware loader reads them), so an image can be built with or without
+//	firmware. Every module's firmware is listed as shipped or missing,
+//	with the Debian package that holds what is missing.
 //
 // Options:
 //
-//	-kver      kernel version (directory under -root); required
-//	-list      file naming the wanted modules; required
-//	-root      module trees (default /lib/modules)
-//	-firmware  firmware directory (default /lib/firmware)
-//	-compress  zstd or none (default zstd)
-//	-o         output cpio archive (uncompressed newc); required
+//	-kver          kernel version (directory under -root); required
+//	-list          file naming the wanted modules; required
+//	-root          module trees (default /lib/modules)
+//	-compress      zstd or none (default zstd)
+//	-firmware      firmware directory (default /lib/firmware)
+//	-firmware-out  firmware archive (uncompressed newc of .xz files); none if empty
+//	-o             output cpio archive (uncompressed newc); required
 package main
 
 import (
@@ -42,12 +51,14 @@ import (
 	"io"
 	"log"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/imgcast/imgcast/pkg/kmod"
@@ -60,7 +71,7 @@ func main() {
 }
 
 type options struct {
-	kver, list, root, firmware, compress, out string
+	kver, list, root, firmware, firmwareOut, compress, out string
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -70,13 +81,14 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.list, "list", "", "file naming the wanted modules")
 	fs.StringVar(&o.root, "root", "/lib/modules", "module trees")
 	fs.StringVar(&o.firmware, "firmware", "/lib/firmware", "firmware directory")
+	fs.StringVar(&o.firmwareOut, "firmware-out", "", "firmware archive (none if empty)")
 	fs.StringVar(&o.compress, "compress", "zstd", "module compression: zstd or none")
 	fs.StringVar(&o.out, "o", "", "output cpio archive")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.kver == "" || o.list == "" || o.out == "" || fs.NArg() > 0 {
-		return errors.New("usage: mkmodules -kver KVER -list FILE -o OUT.cpio [-root DIR] [-firmware DIR] [-compress zstd|none]")
+		return errors.New("usage: mkmodules -kver KVER -list FILE -o OUT.cpio [-root DIR] [-compress zstd|none] [-firmware DIR] [-firmware-out FILE]")
 	}
 	if o.compress != "zstd" && o.compress != "none" {
 		return fmt.Errorf("-compress %q: want zstd or none", o.compress)
@@ -89,50 +101,43 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(o.out)
+	if err := writeArchive(o.out, st.records); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mkmodules: %d modules (%d named, the rest dependencies) for %s, %.1f MB of modules -> %s\n",
+		len(st.modules), len(wanted), o.kver, float64(st.moduleBytes)/1e6, o.out)
+	for _, m := range st.skipped {
+		fmt.Fprintf(stdout, "mkmodules: optional module %s is not in this kernel; skipped\n", m)
+	}
+	fw, err := stageFirmware(o.firmware, st.firmware)
+	if err != nil {
+		return err
+	}
+	if o.firmwareOut != "" {
+		if err := writeArchive(o.firmwareOut, fw.records); err != nil {
+			return err
+		}
+	}
+	fw.report(stdout, o)
+	return nil
+}
+
+// writeArchive writes records as an uncompressed newc cpio archive.
+func writeArchive(file string, records []cpio.Record) error {
+	f, err := os.Create(file)
 	if err != nil {
 		return err
 	}
 	w := cpio.Newc.Writer(f)
-	if err := cpio.WriteRecordsAndDirs(w, st.records); err != nil {
+	if err := cpio.WriteRecordsAndDirs(w, records); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: %w", o.out, err)
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	if err := cpio.WriteTrailer(w); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: %w", o.out, err)
+		return fmt.Errorf("%s: %w", file, err)
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "mkmodules: %d modules (%d named, the rest dependencies) for %s, %.1f MB of modules, %d firmware files -> %s\n",
-		len(st.modules), len(wanted), o.kver, float64(st.moduleBytes)/1e6, st.firmware, o.out)
-	for _, m := range st.skipped {
-		fmt.Fprintf(stdout, "mkmodules: optional module %s is not in this kernel; skipped\n", m)
-	}
-	if len(st.missingFirmware) > 0 {
-		fmt.Fprintf(stdout, "mkmodules: %d firmware files not found in %s, for %s (install Debian's firmware-* packages to ship them)\n",
-			len(st.missingFirmware), o.firmware, firmwareDirs(st.missingFirmware))
-	}
-	return nil
-}
-
-// firmwareDirs summarizes firmware paths by directory: "bnx2 (5), tigon (4)".
-func firmwareDirs(files []string) string {
-	count := map[string]int{}
-	var dirs []string
-	for _, f := range files {
-		d := path.Dir(f)
-		if count[d] == 0 {
-			dirs = append(dirs, d)
-		}
-		count[d]++
-	}
-	sort.Strings(dirs)
-	for i, d := range dirs {
-		dirs[i] = fmt.Sprintf("%s (%d)", d, count[d])
-	}
-	return strings.Join(dirs, ", ")
+	return f.Close()
 }
 
 // wantedModule is one line of the list.
@@ -166,12 +171,13 @@ func readList(file string) ([]wantedModule, error) {
 }
 
 type staged struct {
-	records         []cpio.Record
-	modules         []string
-	moduleBytes     int64
-	firmware        int
-	missingFirmware []string
-	skipped         []string
+	records     []cpio.Record
+	modules     []string
+	moduleBytes int64
+	// firmware maps each firmware file the staged modules name to the
+	// modules that name it.
+	firmware map[string][]string
+	skipped  []string
 }
 
 func stage(o options, wanted []wantedModule) (*staged, error) {
@@ -180,7 +186,7 @@ func stage(o options, wanted []wantedModule) (*staged, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &staged{}
+	st := &staged{firmware: map[string][]string{}}
 	set := map[string]bool{}
 	var missing []string
 	for _, w := range wanted {
@@ -210,24 +216,29 @@ func stage(o options, wanted []wantedModule) (*staged, error) {
 
 	base := path.Join("lib/modules", o.kver)
 	newPath := map[string]string{} // module name -> staged path relative to base
-	fwSeen := map[string]bool{}
-	for _, m := range st.modules {
-		src := filepath.Join(dir, ix.Path(m))
-		data, err := readModule(src)
+	data := make([][]byte, len(st.modules))
+	for i, m := range st.modules {
+		b, err := readModule(filepath.Join(dir, ix.Path(m)))
 		if err != nil {
 			return nil, err
 		}
-		for _, fw := range firmwareOf(data) {
-			fwSeen[fw] = true
+		for _, fw := range firmwareOf(b) {
+			st.firmware[fw] = append(st.firmware[fw], m)
 		}
-		rel := stripCompression(ix.Path(m))
-		if o.compress == "zstd" {
-			data = compressZstd(data)
-			rel += ".zst"
+		data[i] = b
+		newPath[m] = stripCompression(ix.Path(m))
+	}
+	if o.compress == "zstd" {
+		if err := compressAll(data, zstd19); err != nil {
+			return nil, err
 		}
-		newPath[m] = rel
-		st.moduleBytes += int64(len(data))
-		st.records = append(st.records, cpio.StaticFile(path.Join(base, rel), string(data), 0o644))
+		for m := range newPath {
+			newPath[m] += ".zst"
+		}
+	}
+	for i, m := range st.modules {
+		st.moduleBytes += int64(len(data[i]))
+		st.records = append(st.records, cpio.StaticFile(path.Join(base, newPath[m]), string(data[i]), 0o644))
 	}
 
 	files, err := indexFiles(dir, ix, set, newPath)
@@ -236,27 +247,6 @@ func stage(o options, wanted []wantedModule) (*staged, error) {
 	}
 	for name, content := range files {
 		st.records = append(st.records, cpio.StaticFile(path.Join(base, name), content, 0o644))
-	}
-
-	fws := make([]string, 0, len(fwSeen))
-	for fw := range fwSeen {
-		fws = append(fws, fw)
-	}
-	sort.Strings(fws)
-	for _, fw := range fws {
-		found := false
-		for _, ext := range []string{"", ".xz", ".zst"} {
-			data, err := os.ReadFile(filepath.Join(o.firmware, fw+ext))
-			if err == nil {
-				st.records = append(st.records, cpio.StaticFile(path.Join("lib/firmware", fw+ext), string(data), 0o644))
-				st.firmware++
-				found = true
-				break
-			}
-		}
-		if !found {
-			st.missingFirmware = append(st.missingFirmware, fw)
-		}
 	}
 	sort.Slice(st.records, func(i, j int) bool { return st.records[i].Name < st.records[j].Name })
 	return st, nil
@@ -285,13 +275,50 @@ func stripCompression(p string) string {
 	return p
 }
 
-func compressZstd(data []byte) []byte {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderCRC(true))
+// zstd19 compresses like `zstd -19` (better than any level of the Go
+// encoder, which matters for an image that must fit in a few MB). The
+// frame records the content size, which also bounds the window to it: a
+// decoder then needs no more memory than the module's size (without it,
+// -19 asks for an 8 MiB window per decoder).
+func zstd19(data []byte) ([]byte, error) {
+	return filter(data, "zstd", "-19", "-q", "-c", fmt.Sprintf("--stream-size=%d", len(data)), "-")
+}
+
+// xzKernel compresses so that the kernel can decompress: xz with CRC32
+// checks (the kernel's xz decoder does not do CRC64).
+func xzKernel(data []byte) ([]byte, error) {
+	return filter(data, "xz", "--check=crc32", "-9e", "-T1", "-q", "-c", "-")
+}
+
+// filter runs a command with data on its stdin and returns its stdout.
+func filter(data []byte, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(data)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		panic(err) // only for invalid options
+		return nil, fmt.Errorf("%s: %v: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	defer enc.Close()
-	return enc.EncodeAll(data, nil)
+	return out, nil
+}
+
+// compressAll replaces every element of data by its compressed form, as many
+// at a time as there are CPUs.
+func compressAll(data [][]byte, compress func([]byte) ([]byte, error)) error {
+	errs := make([]error, len(data))
+	sem := make(chan struct{}, runtime.NumCPU())
+	var wg sync.WaitGroup
+	for i := range data {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			data[i], errs[i] = compress(data[i])
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // firmwareOf lists the firmware files a module declares (modinfo -F

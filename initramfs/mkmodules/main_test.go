@@ -138,23 +138,52 @@ func TestStageFakeTree(t *testing.T) {
 	}
 }
 
-// TestStageDebianKernel stages real modules of the installed Debian kernel
-// and checks the firmware they ask for is found in their .modinfo.
-func TestStageDebianKernel(t *testing.T) {
+// debianKernel returns the version of Debian's linux-image-amd64, or skips.
+func debianKernel(t *testing.T) string {
+	t.Helper()
 	dep, err := exec.Command("dpkg-query", "-W", "-f=${Depends}", "linux-image-amd64").Output()
 	if err != nil {
 		t.Skip("linux-image-amd64 is not installed (scripts/deps.sh installs it)")
 	}
-	kver := strings.TrimPrefix(strings.Fields(string(dep))[0], "linux-image-")
+	return strings.TrimPrefix(strings.Fields(string(dep))[0], "linux-image-")
+}
+
+// TestStageDebianKernel stages real modules of the installed Debian kernel
+// and the firmware their .modinfo names: what is found is shipped
+// xz-compressed (from plain, .xz and .zst sources), what is not is listed
+// with its Debian package.
+func TestStageDebianKernel(t *testing.T) {
+	kver := debianKernel(t)
 	list := filepath.Join(t.TempDir(), "modules.list")
-	os.WriteFile(list, []byte("virtio_net r8169\n"), 0o644)
+	os.WriteFile(list, []byte("virtio_net r8169 tg3\n"), 0o644)
+	fwdir := t.TempDir()
+	writeTree(t, fwdir, map[string][]byte{
+		"rtl_nic/rtl8168h-2.fw": []byte("plain firmware"),
+		"tigon/tg3_tso5.bin.xz": xzData(t, []byte("xz firmware")),
+		"tigon/tg3.bin.zst":     zstData(t, []byte("zstd firmware")),
+		"tigon/unrelated.bin":   []byte("nobody asks for this"),
+	})
 	out := filepath.Join(t.TempDir(), "modules.cpio")
+	fwOut := filepath.Join(t.TempDir(), "firmware.cpio")
 	var stdout bytes.Buffer
-	if err := run([]string{"-kver", kver, "-list", list, "-firmware", t.TempDir(), "-o", out}, &stdout); err != nil {
+	if err := run([]string{"-kver", kver, "-list", list, "-firmware", fwdir, "-firmware-out", fwOut, "-o", out}, &stdout); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stdout.String(), "rtl_nic (") {
-		t.Errorf("r8169's firmware not reported missing: %s", stdout.String())
+	report := stdout.String()
+	for _, want := range []string{
+		"r8169: shipped rtl_nic/rtl8168h-2.fw\n",
+		"r8169: MISSING rtl_nic/",
+		"(Debian package firmware-realtek;",
+		"tg3: shipped tigon/tg3.bin tigon/tg3_tso5.bin\n",
+		"tg3: MISSING tigon/tg357766.bin tigon/tg3_tso.bin (Debian package firmware-misc-nonfree;",
+		"firmware: 3 files shipped",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(report, "virtio_net:") {
+		t.Errorf("virtio_net needs no firmware:\n%s", report)
 	}
 	files := readArchive(t, out)
 	var ko []string
@@ -162,11 +191,89 @@ func TestStageDebianKernel(t *testing.T) {
 		if strings.HasSuffix(n, ".ko.zst") {
 			ko = append(ko, filepath.Base(n))
 		}
+		if strings.HasPrefix(n, "lib/firmware") {
+			t.Errorf("firmware %s in the modules archive", n)
+		}
 	}
 	sort.Strings(ko)
-	for _, want := range []string{"failover.ko.zst", "net_failover.ko.zst", "r8169.ko.zst", "virtio_net.ko.zst"} {
+	for _, want := range []string{"failover.ko.zst", "net_failover.ko.zst", "r8169.ko.zst", "tg3.ko.zst", "virtio_net.ko.zst"} {
 		if !strings.Contains(strings.Join(ko, " "), want) {
 			t.Errorf("%s not staged: %v", want, ko)
 		}
+	}
+
+	fw := readArchive(t, fwOut)
+	want := map[string]string{
+		"lib/firmware/rtl_nic/rtl8168h-2.fw.xz": "plain firmware",
+		"lib/firmware/tigon/tg3_tso5.bin.xz":    "xz firmware",
+		"lib/firmware/tigon/tg3.bin.xz":         "zstd firmware",
+	}
+	if len(fw) != len(want) {
+		t.Errorf("firmware archive holds %d files, want %d", len(fw), len(want))
+	}
+	for name, content := range want {
+		b, ok := fw[name]
+		if !ok {
+			t.Errorf("%s not in the firmware archive", name)
+			continue
+		}
+		// As the kernel reads it: xz with CRC32 checks.
+		dec := exec.Command("xz", "-dc")
+		dec.Stdin = bytes.NewReader(b)
+		plain, err := dec.Output()
+		if err != nil || string(plain) != content {
+			t.Errorf("%s: %q, %v", name, plain, err)
+		}
+		tmp := filepath.Join(t.TempDir(), "fw.xz")
+		os.WriteFile(tmp, b, 0o644)
+		if info, err := exec.Command("xz", "--robot", "--list", tmp).Output(); err != nil || !strings.Contains(string(info), "\tCRC32\t") {
+			t.Errorf("%s: not CRC32-checked: %s %v", name, info, err)
+		}
+	}
+
+	// Without -firmware-out nothing is shipped, and it says so.
+	stdout.Reset()
+	if err := run([]string{"-kver", kver, "-list", list, "-firmware", fwdir, "-o", out}, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "firmware NOT shipped (no -firmware-out): r8169, tg3 ask for") {
+		t.Errorf("report without firmware: %s", stdout.String())
+	}
+}
+
+func xzData(t *testing.T, b []byte) []byte {
+	t.Helper()
+	out, err := xzKernel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func zstData(t *testing.T, b []byte) []byte {
+	t.Helper()
+	out, err := zstd19(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A staged module's zstd frame states its size, so the client's decoder
+// needs a window no larger than the module (not zstd -19's 8 MiB).
+func TestZstdFrameStatesItsSize(t *testing.T) {
+	data := bytes.Repeat([]byte("module text "), 10000)
+	c, err := zstd19(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(t.TempDir(), "m.ko.zst")
+	os.WriteFile(tmp, c, 0o644)
+	out, err := exec.Command("zstd", "-lv", tmp).CombinedOutput()
+	if err != nil {
+		t.Fatalf("zstd -lv: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "Decompressed Size:") || strings.Contains(string(out), "Window Size: 8.00 MiB") {
+		t.Errorf("frame without its content size, or with an 8 MiB window:\n%s", out)
 	}
 }

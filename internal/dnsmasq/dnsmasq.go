@@ -25,9 +25,17 @@ type Options struct {
 	First, Last int
 	// LeaseTime is the lease duration (dnsmasq's minimum is 2 minutes).
 	LeaseTime time.Duration
-	// IPXEScript, if set, is the URL handed to iPXE clients (DHCP option
-	// 175 present) as their boot file: the PXE chain of QEMU's iPXE ROM.
+	// IPXEScript, if set, is the URL (or TFTP file) handed to iPXE clients
+	// (DHCP option 175 present) as their boot file: the PXE chain of
+	// QEMU's iPXE ROM.
 	IPXEScript string
+	// BIOSBootFile and UEFIBootFile, if set, are the TFTP files handed to
+	// PXE firmware that is not iPXE, told apart by its client architecture
+	// (option 93: 0 BIOS, 7 and 9 x86-64 UEFI), as a lab's DHCP server
+	// does: usually undionly.kpxe and ipxe.efi, which load iPXE, whose own
+	// request then gets IPXEScript. They need TFTP (Extra: --enable-tftp
+	// --tftp-root=DIR).
+	BIOSBootFile, UEFIBootFile string
 	// Extra are more dnsmasq arguments.
 	Extra []string
 }
@@ -64,9 +72,7 @@ func Start(t testing.TB, host *lab.Host, opt Options) *Server {
 		// first boot that would hide the client's own timing.
 		"--no-ping",
 	}
-	if opt.IPXEScript != "" {
-		args = append(args, "--dhcp-match=set:ipxe,175", "--dhcp-boot=tag:ipxe,"+opt.IPXEScript)
-	}
+	args = append(args, bootArgs(opt)...)
 	args = append(args, opt.Extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := host.Command(ctx, "dnsmasq", args...)
@@ -111,6 +117,26 @@ func Start(t testing.TB, host *lab.Host, opt Options) *Server {
 		t.Fatal("dnsmasq did not start within 10 s")
 	}
 	return s
+}
+
+// bootArgs are dnsmasq's boot-file options: each kind of client matches
+// exactly one dhcp-boot line (iPXE; else UEFI x86-64; else BIOS).
+func bootArgs(opt Options) []string {
+	var args []string
+	if opt.IPXEScript != "" || opt.BIOSBootFile != "" || opt.UEFIBootFile != "" {
+		args = append(args, "--dhcp-match=set:ipxe,175")
+	}
+	if opt.UEFIBootFile != "" {
+		args = append(args, "--dhcp-match=set:efi64,option:client-arch,7", "--dhcp-match=set:efi64,option:client-arch,9",
+			"--dhcp-boot=tag:!ipxe,tag:efi64,"+opt.UEFIBootFile)
+	}
+	if opt.BIOSBootFile != "" {
+		args = append(args, "--dhcp-boot=tag:!ipxe,tag:!efi64,"+opt.BIOSBootFile)
+	}
+	if opt.IPXEScript != "" {
+		args = append(args, "--dhcp-boot=tag:ipxe,"+opt.IPXEScript)
+	}
+	return args
 }
 
 // Leases returns the lease file's lines ("expiry MAC IP name client-id").

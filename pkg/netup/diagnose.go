@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imgcast/imgcast/pkg/kmod"
 )
@@ -30,6 +34,9 @@ type Diagnosis struct {
 	NoDriver []NetDevice
 	// FailedModules lists driver modules that did not load.
 	FailedModules []kmod.Result
+	// Firmware lists firmware that drivers asked for and did not get, as
+	// the kernel logged it.
+	Firmware []FirmwareFailure
 	// Tried lists what Up did, in words.
 	Tried []string
 }
@@ -103,6 +110,12 @@ func (d *Diagnosis) Error() string {
 			fmt.Fprintf(&b, "  %v\n", m.Err)
 		}
 	}
+	if len(d.Firmware) > 0 {
+		b.WriteString("Firmware that failed to load:\n")
+		for _, f := range d.Firmware {
+			fmt.Fprintf(&b, "  %s\n", f)
+		}
+	}
 	if len(d.Tried) > 0 {
 		b.WriteString("What was tried:\n")
 		for _, t := range d.Tried {
@@ -138,6 +151,9 @@ func (u *upRun) diagnose(ctx context.Context, attempts []*Attempt) *Diagnosis {
 		}
 	}
 	d.NoDriver = networkDevicesWithoutDriver(cfg.Sysfs, matches)
+	if msgs, err := readKernelLog(); err == nil {
+		d.Firmware = firmwareFailures(msgs)
+	}
 
 	withCarrier, withLease, unreachable := 0, 0, 0
 	for _, a := range attempts {
@@ -229,6 +245,124 @@ func networkDevicesWithoutDriver(sysfs string, matches func(string) []string) []
 				dev.Modules = matches(dev.Modalias)
 			}
 			out = append(out, dev)
+		}
+	}
+	return out
+}
+
+// FirmwareFailure is a firmware file a driver asked for and did not get.
+type FirmwareFailure struct {
+	Driver string // r8169
+	Device string // 0000:02:00.0
+	File   string // rtl_nic/rtl8168h-2.fw
+	Errno  int    // the kernel's error, e.g. -2 (ENOENT: no such file)
+}
+
+func (f FirmwareFailure) String() string {
+	why := fmt.Sprintf("error %d", f.Errno)
+	if f.Errno == -int(unix.ENOENT) {
+		why = "not in this image"
+	}
+	return fmt.Sprintf("driver %s (%s): %s, %s; Debian package %s (component non-free-firmware) has it: install it where the image is built and rebuild the initramfs",
+		f.Driver, f.Device, f.File, why, FirmwarePackage(f.File))
+}
+
+// firmwarePackages maps firmware directories to the Debian package
+// (non-free-firmware component) that ships them, for the NIC drivers the
+// image carries.
+var firmwarePackages = []struct{ prefix, pkg string }{
+	{"rtl_nic/", "firmware-realtek"},
+	{"bnx2/", "firmware-bnx2"},
+	{"bnx2x/", "firmware-bnx2x"},
+	{"tigon/", "firmware-misc-nonfree"},
+	{"intel/ice/", "firmware-misc-nonfree"}, // firmware-intel-misc from Debian 13 on
+	{"qed/", "firmware-qlogic"},
+	{"cxgb4/", "firmware-misc-nonfree"},
+}
+
+// FirmwarePackage names the Debian package that holds a firmware file
+// (a path under /lib/firmware).
+func FirmwarePackage(file string) string {
+	for _, p := range firmwarePackages {
+		if strings.HasPrefix(file, p.prefix) {
+			return p.pkg
+		}
+	}
+	return "firmware-misc-nonfree (or another firmware-* package)"
+}
+
+// firmwareFailures finds the firmware loads that failed in kernel log
+// messages. The kernel's firmware loader logs, through the device,
+// "DRIVER DEVICE: Direct firmware load for FILE failed with error N".
+func firmwareFailures(msgs []string) []FirmwareFailure {
+	const marker = ": Direct firmware load for "
+	var out []FirmwareFailure
+	seen := map[FirmwareFailure]bool{}
+	for _, m := range msgs {
+		dev, rest, ok := strings.Cut(m, marker)
+		if !ok {
+			continue
+		}
+		file, errno, ok := strings.Cut(rest, " failed with error ")
+		if !ok || file == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(errno))
+		if err != nil {
+			continue
+		}
+		driver, device, _ := strings.Cut(dev, " ")
+		f := FirmwareFailure{Driver: driver, Device: device, File: file, Errno: n}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// readKernelLog returns the messages in the kernel's log buffer
+// (/dev/kmsg), without waiting for new ones. Tests replace it.
+var readKernelLog = func() ([]string, error) {
+	// Raw file descriptor calls: an *os.File would wait in Go's poller
+	// for the next message instead of returning EAGAIN at the end.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("/dev/kmsg: %w", err)
+	}
+	defer unix.Close(fd)
+	return kmsgMessages(fdReader(fd)), nil
+}
+
+// fdReader reads a file descriptor with read(2), errors as they are.
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	n, err := unix.Read(int(fd), p)
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+// kmsgMessages reads /dev/kmsg records ("PRI,SEQ,TIME,FLAGS;MESSAGE\n",
+// then " KEY=VALUE" lines) until there are no more, and returns the
+// messages. A record that was overwritten before it was read (EPIPE) is
+// skipped.
+func kmsgMessages(r io.Reader) []string {
+	var out []string
+	buf := make([]byte, 8192) // one record per read; records are at most ~1 KiB
+	for i := 0; i < 1<<16; i++ {
+		n, err := r.Read(buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue
+		}
+		if err != nil || n == 0 {
+			break
+		}
+		rec, _, _ := strings.Cut(string(buf[:n]), "\n")
+		if _, msg, ok := strings.Cut(rec, ";"); ok {
+			out = append(out, msg)
 		}
 	}
 	return out

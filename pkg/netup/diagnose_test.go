@@ -3,12 +3,15 @@ package netup
 import (
 	"errors"
 	"net"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imgcast/imgcast/internal/testfs"
+	"golang.org/x/sys/unix"
+
 	"github.com/imgcast/imgcast/pkg/kmod"
 )
 
@@ -94,5 +97,148 @@ func TestIsPhysicalEthernet(t *testing.T) {
 		if got := IsPhysicalEthernet(sysfs, name); got != want {
 			t.Errorf("IsPhysicalEthernet(%s) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestFirmwareFailures(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		msgs []string
+		want []FirmwareFailure
+	}{
+		{"none", []string{"r8169 0000:02:00.0 eth0: RTL8168h/8111h, 52:54:00:12:34:56, XID 541, IRQ 35"}, nil},
+		{"r8169 without its firmware", []string{
+			"r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2",
+			"r8169 0000:02:00.0: Unable to load firmware rtl_nic/rtl8168h-2.fw (-2)",
+			"r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2", // again on the next open
+		}, []FirmwareFailure{{Driver: "r8169", Device: "0000:02:00.0", File: "rtl_nic/rtl8168h-2.fw", Errno: -2}}},
+		{"two drivers", []string{
+			"bnx2 0000:03:00.0: Direct firmware load for bnx2/bnx2-mips-09-6.2.1b.fw failed with error -2",
+			"tg3 0000:04:00.0: Direct firmware load for tigon/tg3_tso5.bin failed with error -22",
+		}, []FirmwareFailure{
+			{Driver: "bnx2", Device: "0000:03:00.0", File: "bnx2/bnx2-mips-09-6.2.1b.fw", Errno: -2},
+			{Driver: "tg3", Device: "0000:04:00.0", File: "tigon/tg3_tso5.bin", Errno: -22},
+		}},
+		{"garbled", []string{
+			": Direct firmware load for  failed with error -2",
+			"x y: Direct firmware load for a.fw failed with error minus two",
+			"x y: Direct firmware load for a.fw",
+		}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := firmwareFailures(tt.msgs); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFirmwareFailureText(t *testing.T) {
+	for _, tt := range []struct {
+		f    FirmwareFailure
+		want string
+	}{
+		{FirmwareFailure{"r8169", "0000:02:00.0", "rtl_nic/rtl8168h-2.fw", -2},
+			"driver r8169 (0000:02:00.0): rtl_nic/rtl8168h-2.fw, not in this image; Debian package firmware-realtek (component non-free-firmware)"},
+		{FirmwareFailure{"bnx2x", "0000:05:00.0", "bnx2x/bnx2x-e2-7.13.15.0.fw", -22},
+			"driver bnx2x (0000:05:00.0): bnx2x/bnx2x-e2-7.13.15.0.fw, error -22; Debian package firmware-bnx2x"},
+		{FirmwareFailure{"ice", "0000:06:00.0", "intel/ice/ddp/ice.pkg", -2}, "Debian package firmware-misc-nonfree"},
+		{FirmwareFailure{"foo", "0000:07:00.0", "foo/bar.bin", -2}, "Debian package firmware-misc-nonfree (or another firmware-* package)"},
+	} {
+		if got := tt.f.String(); !strings.Contains(got, tt.want) {
+			t.Errorf("%+v: %q lacks %q", tt.f, got, tt.want)
+		}
+	}
+}
+
+// The diagnosis reads the kernel log and names the firmware that failed.
+func TestDiagnosisNamesFailedFirmware(t *testing.T) {
+	orig := readKernelLog
+	t.Cleanup(func() { readKernelLog = orig })
+	readKernelLog = func() ([]string, error) {
+		return kmsgMessages(strings.NewReader(
+			"6,339,5140900,-;r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2\n" +
+				" SUBSYSTEM=pci\n DEVICE=+pci:0000:02:00.0\n")), nil
+	}
+	u := &upRun{cfg: Config{Sysfs: t.TempDir()}, start: time.Now()}
+	d := u.diagnose(t.Context(), nil)
+	want := []FirmwareFailure{{Driver: "r8169", Device: "0000:02:00.0", File: "rtl_nic/rtl8168h-2.fw", Errno: -2}}
+	if !reflect.DeepEqual(d.Firmware, want) {
+		t.Errorf("firmware %+v, want %+v", d.Firmware, want)
+	}
+	if !strings.Contains(d.Error(), "Firmware that failed to load:\n  driver r8169 (0000:02:00.0): rtl_nic/rtl8168h-2.fw, not in this image; Debian package firmware-realtek") {
+		t.Errorf("diagnosis text:\n%s", d.Error())
+	}
+}
+
+// kmsgReader returns one record per Read, as /dev/kmsg does, then EAGAIN.
+type kmsgReader struct {
+	records []string
+	errs    []error
+}
+
+func (r *kmsgReader) Read(p []byte) (int, error) {
+	if len(r.errs) > 0 {
+		err := r.errs[0]
+		r.errs = r.errs[1:]
+		if err != nil {
+			return 0, err
+		}
+	}
+	if len(r.records) == 0 {
+		return 0, unix.EAGAIN
+	}
+	n := copy(p, r.records[0])
+	r.records = r.records[1:]
+	return n, nil
+}
+
+func TestKmsgMessages(t *testing.T) {
+	r := &kmsgReader{
+		records: []string{
+			"6,1,100,-;first message\n SUBSYSTEM=pci\n",
+			"4,3,300,-;third: a;b\n",
+			"no separator\n",
+		},
+		errs: []error{nil, unix.EPIPE}, // the second record was overwritten
+	}
+	got := kmsgMessages(r)
+	want := []string{"first message", "third: a;b"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func FuzzFirmwareFailures(f *testing.F) {
+	f.Add("r8169 0000:02:00.0: Direct firmware load for rtl_nic/rtl8168h-2.fw failed with error -2")
+	f.Add(": Direct firmware load for  failed with error ")
+	f.Fuzz(func(t *testing.T, msg string) {
+		for _, ff := range firmwareFailures([]string{msg}) {
+			if ff.File == "" || !strings.Contains(msg, ff.File) {
+				t.Errorf("%q gave %+v", msg, ff)
+			}
+			_ = ff.String()
+		}
+	})
+}
+
+// Reading the real kernel log returns what is there and does not wait for
+// more.
+func TestReadKernelLogReturns(t *testing.T) {
+	if _, err := os.Stat("/dev/kmsg"); err != nil {
+		t.Skip("no /dev/kmsg")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := readKernelLog()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, os.ErrPermission) {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("readKernelLog still reading after 10 s")
 	}
 }

@@ -13,6 +13,7 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -73,11 +74,16 @@ func BuildImage(t testing.TB) Image {
 			buildErr = fmt.Errorf("make initramfs: %v\n%s", err, out)
 			return
 		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var sizes []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "initramfs: ") {
+				sizes = append(sizes, l)
+			}
+		}
 		built = Image{
 			Kernel:    filepath.Join(root, "build", "vmlinuz"),
 			Initramfs: filepath.Join(root, "build", "initramfs.img"),
-			Summary:   fmt.Sprintf("%s (make took %s)", lines[len(lines)-1], time.Since(start).Round(time.Second)),
+			Summary:   fmt.Sprintf("%s (make took %s)", strings.Join(sizes, "\n"), time.Since(start).Round(time.Second)),
 		}
 	})
 	if buildErr != nil {
@@ -113,6 +119,26 @@ type NIC struct {
 	Model string
 	// MAC is the card's address (default: derived from the VM's index).
 	MAC string
+	// NoCarrier starts the card with its link down, as with no cable.
+	NoCarrier bool
+	// Isolated puts the card on a network of its own with nothing on it
+	// (it has carrier, but nobody answers DHCP), instead of the lab.
+	Isolated bool
+	// ROM is the card's option ROM: "" is QEMU's (iPXE, BIOS and EFI);
+	// "none" gives it none, so UEFI firmware drives the card and PXE-boots
+	// with its own network stack, as a real machine's firmware does.
+	ROM string
+}
+
+// Drive is a disk of a VM on a given bus.
+type Drive struct {
+	// Path is the raw image file.
+	Path string
+	// Bus is virtio (default), nvme, ahci (SATA) or usb (a USB stick).
+	Bus string
+	// SectorSize is the logical and physical block size (default 512;
+	// 4096 for a 4Kn disk).
+	SectorSize int
 }
 
 // Config describes one VM.
@@ -130,6 +156,15 @@ type Config struct {
 	NICs []NIC
 	// Disks are raw image files attached as virtio disks (vda, vdb, ...).
 	Disks []string
+	// Drives are more disks, on any bus, after Disks.
+	Drives []Drive
+	// UEFI boots the VM with OVMF (UEFI firmware) instead of SeaBIOS.
+	UEFI bool
+	// VGA gives the VM a standard VGA card (its screen readable with
+	// ScreenText and Screendump) and the kernel a console on it (tty0)
+	// besides the serial port. QEMU then stays up, stopped, when the guest
+	// powers off, so the last screen can still be read; Wait returns then.
+	VGA bool
 	// CPU is QEMU's -cpu model ("" is QEMU's default, which has no RDRAND:
 	// the client must seed the kernel RNG itself).
 	CPU string
@@ -146,11 +181,13 @@ type VM struct {
 	// MACs are the NICs' addresses, in order.
 	MACs []string
 
-	t       testing.TB
-	cmd     *exec.Cmd
-	cancel  context.CancelFunc
-	exited  chan struct{}
-	waitErr error
+	t          testing.TB
+	qmp        *qmp
+	keepScreen bool
+	cmd        *exec.Cmd
+	cancel     context.CancelFunc
+	exited     chan struct{}
+	waitErr    error
 }
 
 var vmSeq struct {
@@ -178,9 +215,26 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 	if len(cfg.NICs) == 0 {
 		cfg.NICs = []NIC{{}}
 	}
+	qmpDir, err := os.MkdirTemp("", "imgcast-qmp-") // short: a socket path has at most 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(qmpDir) })
+	qmpSock := filepath.Join(qmpDir, "qmp.sock")
+	vga := "none"
+	if cfg.VGA {
+		vga = "std"
+	}
 	args := []string{
 		"-nodefaults", "-machine", "q35", "-m", fmt.Sprint(cfg.MemoryMiB), "-smp", "1",
-		"-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-display", "none", "-vga", vga, "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
+	}
+	if cfg.VGA {
+		args = append(args, "-no-shutdown")
+	}
+	if cfg.UEFI {
+		args = append(args, uefiArgs(t)...)
 	}
 	if os.Getenv("IMGCAST_KVM") == "1" {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
@@ -190,7 +244,8 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 			args = append(args, "-cpu", cfg.CPU)
 		}
 	}
-	v := &VM{Name: cfg.Name, t: t, exited: make(chan struct{})}
+	v := &VM{Name: cfg.Name, t: t, exited: make(chan struct{}), keepScreen: cfg.VGA}
+	var linksDown []int
 	for i, nic := range cfg.NICs {
 		if nic.Model == "" {
 			nic.Model = "virtio-net-pci"
@@ -200,27 +255,53 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 		}
 		v.MACs = append(v.MACs, nic.MAC)
 		netdev := fmt.Sprintf("user,id=n%d", i)
-		if l != nil {
+		switch {
+		case nic.Isolated:
+			// A hub port with no other port: frames go nowhere.
+			netdev = fmt.Sprintf("hubport,id=n%d,hubid=%d", i, 100+i)
+		case l != nil:
 			tap, err := l.AddTap()
 			if err != nil {
 				t.Fatalf("%s: %v", cfg.Name, err)
 			}
 			netdev = fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, tap)
 		}
-		args = append(args, "-netdev", netdev, "-device", fmt.Sprintf("%s,netdev=n%d,mac=%s", nic.Model, i, nic.MAC))
+		dev := fmt.Sprintf("%s,id=nic%d,netdev=n%d,mac=%s", nic.Model, i, i, nic.MAC)
+		if i == 0 && cfg.Image == nil {
+			dev += ",bootindex=1" // UEFI firmware boots by bootindex, not -boot
+		}
+		switch nic.ROM {
+		case "":
+		case "none":
+			dev += ",romfile="
+		default:
+			dev += ",romfile=" + nic.ROM
+		}
+		args = append(args, "-netdev", netdev, "-device", dev)
+		if nic.NoCarrier {
+			linksDown = append(linksDown, i)
+		}
 	}
 	for i, d := range cfg.Disks {
 		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=d%d,format=raw,cache=unsafe", d, i),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d", i))
 	}
+	args = append(args, driveArgs(cfg.Drives, len(cfg.Disks))...)
+	consoles := "console=ttyS0"
+	if cfg.VGA {
+		consoles = "console=tty0 console=ttyS0" // the last one is /dev/console
+	}
 	if cfg.Image != nil {
 		args = append(args, "-kernel", cfg.Image.Kernel, "-initrd", cfg.Image.Initramfs,
-			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+cfg.Cmdline))
+			"-append", strings.TrimSpace(consoles+" panic=-1 "+cfg.Cmdline))
 	} else {
 		if l == nil || !l.servesPXE {
 			t.Fatalf("%s: no Image to boot and no PXE on the lab", cfg.Name)
 		}
 		args = append(args, "-boot", "n")
+	}
+	if len(linksDown) > 0 {
+		args = append(args, "-S") // paused until the links are down
 	}
 	args = append(args, cfg.Extra...)
 
@@ -257,9 +338,83 @@ func Start(t testing.TB, l *Lab, cfg Config) *VM {
 	}()
 	t.Cleanup(func() {
 		v.Kill()
+		if v.qmp != nil {
+			v.qmp.close()
+		}
 		console.finish(t, cfg.Name)
 	})
+	if v.qmp, err = dialQMP(qmpSock, 10*time.Second); err != nil {
+		t.Fatalf("%s: %v", cfg.Name, err)
+	}
+	if len(linksDown) > 0 {
+		for _, i := range linksDown {
+			if err := v.SetLink(i, false); err != nil {
+				t.Fatalf("%s: %v", cfg.Name, err)
+			}
+		}
+		if _, err := v.qmp.do("cont", nil); err != nil {
+			t.Fatalf("%s: %v", cfg.Name, err)
+		}
+	}
 	return v
+}
+
+// driveArgs attaches drives; first is the index of the first one (after
+// the virtio Disks).
+func driveArgs(drives []Drive, first int) []string {
+	var args []string
+	sata, usb := 0, false
+	for j, d := range drives {
+		i := first + j
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=d%d,format=raw,cache=unsafe", d.Path, i))
+		blocks := ""
+		if d.SectorSize != 0 {
+			blocks = fmt.Sprintf(",logical_block_size=%d,physical_block_size=%d", d.SectorSize, d.SectorSize)
+		}
+		switch d.Bus {
+		case "", "virtio":
+			args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=d%d%s", i, blocks))
+		case "nvme":
+			args = append(args, "-device", fmt.Sprintf("nvme,drive=d%d,serial=IMGCAST%04d%s", i, i, blocks))
+		case "ahci":
+			// q35's own AHCI controller (ICH9) has ports ide.0 to ide.5.
+			args = append(args, "-device", fmt.Sprintf("ide-hd,drive=d%d,bus=ide.%d,serial=IMGCAST%04d%s", i, sata, i, blocks))
+			sata++
+		case "usb":
+			if !usb {
+				args = append(args, "-device", "qemu-xhci,id=xhci")
+				usb = true
+			}
+			args = append(args, "-device", fmt.Sprintf("usb-storage,bus=xhci.0,drive=d%d,serial=IMGCAST%04d%s", i, i, blocks))
+		default:
+			panic("vm: unknown drive bus " + d.Bus)
+		}
+	}
+	return args
+}
+
+// OVMF, Debian's UEFI firmware for QEMU (package ovmf).
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// uefiArgs gives the VM OVMF's code (read-only) and its own copy of the
+// variable store.
+func uefiArgs(t testing.TB) []string {
+	t.Helper()
+	vars, err := os.ReadFile(ovmfVars)
+	if err != nil {
+		t.Fatalf("UEFI firmware: %v (scripts/deps.sh installs Debian's ovmf)", err)
+	}
+	varsCopy := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+	if err := os.WriteFile(varsCopy, vars, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+	}
 }
 
 // Expect waits until the console shows a match of the regular expression
@@ -286,12 +441,39 @@ func (v *VM) Type(line string) {
 // Wait waits for QEMU to exit (the guest powered off or rebooted: QEMU
 // runs with -no-reboot) and returns its error, or an error on timeout.
 func (v *VM) Wait(timeout time.Duration) error {
-	select {
-	case <-v.exited:
-		return v.waitErr
-	case <-time.After(timeout):
-		return fmt.Errorf("%s still running after %s", v.Name, timeout)
+	deadline := time.After(timeout)
+	var poll <-chan time.Time
+	if v.keepScreen {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		poll = tick.C
 	}
+	for {
+		select {
+		case <-v.exited:
+			return v.waitErr
+		case <-poll:
+			// -no-shutdown: QEMU stops at the guest's power-off or reset.
+			if st, err := v.status(); err == nil && (st == "shutdown" || st == "guest-panicked") {
+				return nil
+			}
+		case <-deadline:
+			return fmt.Errorf("%s still running after %s", v.Name, timeout)
+		}
+	}
+}
+
+// status is QEMU's run state (running, paused, shutdown, ...).
+func (v *VM) status() (string, error) {
+	raw, err := v.qmp.do("query-status", nil)
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	err = json.Unmarshal(raw, &st)
+	return st.Status, err
 }
 
 // Kill stops QEMU at once and waits for it.
