@@ -241,6 +241,9 @@ var capToken = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // lower-case tokens, or a version string from a server without the probe.
 func ParseCaps(body string) Caps {
 	fields := strings.Fields(body)
+	if len(fields) == 0 {
+		return Caps{}
+	}
 	for _, f := range fields {
 		if !capToken.MatchString(f) {
 			return Caps{Version: Printable(body)}
