@@ -402,21 +402,56 @@ func (r *Run) Wait() error {
 	return r.err
 }
 
-// Stop ends the chain: SIGTERM to its process group, SIGKILL after 5 s.
+// Stop ends the chain: SIGTERM to its process group, SIGKILL to what is
+// left of it after 5 s. It returns when the shell has ended and no process
+// of the group runs any more.
 func (r *Run) Stop() error {
-	select {
-	case <-r.done:
-		return nil
-	default:
-	}
 	if err := syscall.Kill(-r.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
-	select {
-	case <-r.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-r.PID, syscall.SIGKILL)
-		<-r.done
+	deadline := time.Now().Add(5 * time.Second)
+	killed := false
+	for {
+		select {
+		case <-r.done:
+			if !GroupAlive(r.PID) {
+				return nil
+			}
+		default:
+		}
+		if time.Now().After(deadline) {
+			if killed {
+				return fmt.Errorf("process group %d still runs after SIGKILL", r.PID)
+			}
+			_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+			killed, deadline = true, time.Now().Add(2*time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
+}
+
+// GroupAlive reports whether a process of process group pgid runs (zombies
+// waiting to be reaped do not count).
+func GroupAlive(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and
+		// parentheses, so read after the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) < 3 || fields[0] == "Z" {
+			continue
+		}
+		if g, err := strconv.Atoi(fields[2]); err == nil && g == pgid {
+			return true
+		}
+	}
+	return false
 }

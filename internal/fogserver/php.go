@@ -80,7 +80,7 @@ func digitRun(s string) int {
 }
 
 // compareNumbers compares two digit strings by value; equal values with
-// more leading zeros sort later.
+// more leading zeros sort later (FOG's file names have none).
 func compareNumbers(a, b string) int {
 	ta, tb := strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
 	switch {
