@@ -41,6 +41,14 @@ declare -A want=(
   [ping]=iputils-ping
   [sysctl]=procps
   [cmp]=diffutils
+  # NFSv3 server for the FOG tests (internal/nfsserver), and a user-space
+  # NFS client for host-side checks (the test kernel has no NFS client)
+  [ganesha.nfsd]=nfs-ganesha
+  [/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so]=nfs-ganesha-vfs
+  [rpcbind]=rpcbind
+  [rpcinfo]=rpcbind
+  [nfs-cat]=libnfs-utils
+  [unshare]=util-linux
   [losetup]=mount
   # go test -race needs cgo: a C compiler and the C library's headers
   [gcc]=gcc
