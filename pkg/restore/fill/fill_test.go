@@ -304,9 +304,9 @@ func TestFillRefuses(t *testing.T) {
 
 func TestParseFixed(t *testing.T) {
 	for in, want := range map[string]string{
-		"":            "[]",
-		"1:3":         "[1 3]",
-		":4:1:3:\n":   "[1 3 4]",
+		"":             "[]",
+		"1:3":          "[1 3]",
+		":4:1:3:\n":    "[1 3 4]",
 		"2\x00:2:\x00": "[2]",
 	} {
 		got, err := fill.ParseFixed([]byte(in))
