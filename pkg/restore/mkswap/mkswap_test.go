@@ -1,0 +1,158 @@
+package mkswap_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imgcast/imgcast/pkg/restore/mkswap"
+)
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := os.Stat("/usr/sbin/" + tool); err == nil {
+				continue
+			}
+			if os.Getenv("IMGCAST_QUICK") != "" {
+				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
+			}
+			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
+		}
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// file makes a file of size bytes filled with a pattern.
+func file(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "part")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{0x5A}, int(size)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const uuid = "3f2c7b9e-41d8-4c0a-9b6e-2a1f0d5c8e74"
+
+// TestSameAsMkswap: the header page is byte for byte what util-linux's
+// mkswap writes for the same size, UUID and label.
+func TestSameAsMkswap(t *testing.T) {
+	needTools(t, "mkswap")
+	for _, size := range []int64{40960, 8<<20 + 1234, 64 << 20} {
+		ref := filepath.Join(t.TempDir(), "ref")
+		if err := os.WriteFile(ref, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "mkswap", "-U", uuid, "-L", "imgcast-swap", "-p", "4096", ref)
+		want, err := os.ReadFile(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := mkswap.Header(size, mkswap.Options{UUID: uuid, Label: "imgcast-swap", PageSize: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[:4096]) {
+			t.Errorf("size %d: header differs from mkswap's", size)
+		}
+	}
+}
+
+// TestBlkidSeesIt: blkid and swaplabel read the area, its UUID and label,
+// and nothing else (the stale ext4 signature is gone); bytes outside the
+// range are untouched.
+func TestBlkidSeesIt(t *testing.T) {
+	needTools(t, "blkid", "swaplabel", "mkfs.ext4")
+	const size = 16 << 20
+	disk := file(t, size+2<<20)
+	part := file(t, size)
+	run(t, "mkfs.ext4", "-q", "-F", part)
+	b, _ := os.ReadFile(part)
+	d, _ := os.ReadFile(disk)
+	copy(d[1<<20:], b)
+	if err := os.WriteFile(disk, d, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mkswap.Make(f, 1<<20, size, mkswap.Options{UUID: uuid, Label: "swap0"}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	d, _ = os.ReadFile(disk)
+	for _, r := range [][2]int{{0, 1 << 20}, {1<<20 + size, len(d)}} {
+		if i := bytes.IndexFunc(d[r[0]:r[1]], func(c rune) bool { return c != 0x5A }); i >= 0 {
+			t.Fatalf("byte %d outside the swap area was changed", r[0]+i)
+		}
+	}
+	if err := os.WriteFile(part, d[1<<20:1<<20+size], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "blkid", "-p", "-o", "export", part)
+	for _, want := range []string{"TYPE=swap", "UUID=" + uuid, "LABEL=swap0", "VERSION=1"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("blkid -p does not say %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "ext4") {
+		t.Errorf("blkid still sees the old ext4:\n%s", out)
+	}
+	if out := run(t, "swaplabel", part); !strings.Contains(out, "UUID:  "+uuid) && !strings.Contains(out, uuid) {
+		t.Errorf("swaplabel: %s", out)
+	}
+	gotUUID, label, err := mkswap.Read(bytes.NewReader(d), 1<<20, 0)
+	if err != nil || gotUUID != uuid || label != "swap0" {
+		t.Errorf("Read = %q %q %v", gotUUID, label, err)
+	}
+}
+
+func TestRandomUUID(t *testing.T) {
+	a, err := mkswap.Header(1<<20, mkswap.Options{PageSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := mkswap.Header(1<<20, mkswap.Options{PageSize: 4096})
+	u, _, err := mkswap.Read(bytes.NewReader(a), 0, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a, b) || u[14] != '4' || !strings.ContainsAny(u[19:20], "89ab") {
+		t.Errorf("random UUID %s is not a fresh version-4 UUID", u)
+	}
+}
+
+func TestRefuses(t *testing.T) {
+	for name, tc := range map[string]struct {
+		size int64
+		opts mkswap.Options
+	}{
+		"too small":     {9 * 4096, mkswap.Options{PageSize: 4096}},
+		"bad uuid":      {1 << 20, mkswap.Options{UUID: "3f2c7b9e-41d8-4c0a-9b6e-2a1f0d5c8e7", PageSize: 4096}},
+		"uuid not hex":  {1 << 20, mkswap.Options{UUID: "3f2c7b9e-41d8-4c0a-9b6e-2a1f0d5c8e7z", PageSize: 4096}},
+		"long label":    {1 << 20, mkswap.Options{Label: "seventeen-bytes!!", PageSize: 4096}},
+		"odd page size": {1 << 20, mkswap.Options{PageSize: 5000}},
+	} {
+		if _, err := mkswap.Header(tc.size, tc.opts); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, _, err := mkswap.Read(bytes.NewReader(make([]byte, 4096)), 0, 4096); err != mkswap.ErrNotSwap {
+		t.Errorf("Read of zeros: %v", err)
+	}
+}
