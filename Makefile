@@ -78,15 +78,21 @@ $(BUILD)/vmlinuz: $(BUILD)/kver
 $(BUILD)/modules.cpio: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/netup/*.go)
 	$(GO) run ./initramfs/mkmodules -kver $$(cat $(BUILD)/kver) -list initramfs/modules.list -o $@
 
+# Resizable FOG images (type n): after its data, each ext2/3/4 or NTFS
+# filesystem is grown to its new partition with Debian's own tools
+# (pkg/restore/growfs); u-root adds the shared libraries they need.
+GROWFS_TOOLS := /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/ntfsresize /usr/bin/ntfsfix
+GROWFS_FILES = $(foreach tool,$(GROWFS_TOOLS),-files $(tool))
+
 # -tags goshsmall: gosh reads lines through the kernel's tty line discipline
 # instead of its full-screen editor, so the debug shell works on a serial
 # console (serial-over-LAN) and can be driven by tests. GOAMD64=v1 keeps the
 # image running on old CPUs and QEMU's default CPU model.
-$(BUILD)/userland.cpio.zst: $(IMAGE_GO)
+$(BUILD)/userland.cpio.zst: $(IMAGE_GO) $(GROWFS_TOOLS)
 	@mkdir -p $(BUILD)/bin
 	$(GO) build -o $(BUILD)/bin/u-root github.com/u-root/u-root
 	GOAMD64=v1 $(BUILD)/bin/u-root -o $(BUILD)/userland.cpio -tags goshsmall \
-	  -uinitcmd=imgcast -defaultsh=gosh $(UROOT_CMDS) $(IMAGE_CMDS)
+	  -uinitcmd=imgcast -defaultsh=gosh $(GROWFS_FILES) $(UROOT_CMDS) $(IMAGE_CMDS)
 	zstd -19 -T0 -q -f --rm $(BUILD)/userland.cpio -o $@
 
 # The modules archive holds zstd-compressed .ko files already; compressing
