@@ -132,3 +132,13 @@ default-image: $(DEFAULT_IMAGE)/d1.sha256
 
 $(DEFAULT_IMAGE)/d1.sha256: scripts/make-default-image.sh
 	scripts/make-default-image.sh $(DEFAULT_IMAGE) $(REFERENCE_DISK)
+
+## fog-images: FOG test images captured as FOS does (types n, mps, mpa, dd;
+## internal/fogimages) in a FOG image store build/fog/images (with its
+## .mntcheck), and the disks they were captured from in build/fog/reference.
+FOG_STORE := $(BUILD)/fog/images
+.PHONY: fog-images
+fog-images: $(FOG_STORE)/.mntcheck
+
+$(FOG_STORE)/.mntcheck: scripts/make-fog-images.sh
+	scripts/make-fog-images.sh $(FOG_STORE) $(BUILD)/fog/reference
