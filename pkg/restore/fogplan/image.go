@@ -198,6 +198,10 @@ func loadDisk(ctx context.Context, img *Image, n int, resizable bool) (*DiskMeta
 	if dm.Boot, err = read(name("mbr"), maxBootSize); err != nil {
 		return nil, err
 	}
+	if _, ok := img.Files[name("grub.mbr")]; ok && dm.Table.Label == "gpt" {
+		img.Warnings = append(img.Warnings, fmt.Sprintf("%s is not restored: of the area before the first partition imgcast writes only the protective MBR's boot code from %s (FOS writes all of it back)",
+			name("grub.mbr"), name("mbr")))
+	}
 	if b, err := read(name("size"), maxSmallFile); err != nil {
 		return nil, err
 	} else if b != nil {

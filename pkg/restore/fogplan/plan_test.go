@@ -509,6 +509,11 @@ func TestWarnings(t *testing.T) {
 			t.Errorf("no warning about %s:\n%s", words, all)
 		}
 	}
+	p = mustPlan(t, map[string]string{"d1.partitions": linux, "d1.mbr": gptBackup(t, linux), "d1.grub.mbr": "grub", "d1p1.img": "root"},
+		fogplan.Task{Type: "mps", OSID: 50}, disk("sda", 1*gib))
+	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "d1.grub.mbr is not restored") {
+		t.Errorf("warnings %q", p.Warnings)
+	}
 	p = mustPlan(t, map[string]string{"d1.partitions": win7, "d1.mbr": string(mbrBoot()), "d1p2.img": "c",
 		"d1.fixed_size_partitions": "1", "d1.minimum.partitions": win7},
 		fogplan.Task{Type: "n", OSID: 5, PostDownload: []byte("#!/bin/bash\n# nothing\n")}, disk("sda", 10*gib))
