@@ -5,12 +5,12 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/restore"
 	"github.com/imgcast/imgcast/pkg/restore/fogplan"
@@ -24,34 +24,6 @@ import (
 var tools = []string{"sfdisk", "sgdisk", "mkfs.ext4", "resize2fs", "e2fsck", "dumpe2fs", "debugfs", "mkntfs",
 	"ntfscp", "ntfscat", "ntfsresize", "ntfsfix", "mkswap", "mkfs.vfat", "fsck.vfat", "mcopy", "mtype",
 	"partclone.ext4", "partclone.ntfs", "partclone.fat16", "partclone.imager", "zstd", "pigz", "split"}
-
-func needTools(t *testing.T) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err == nil {
-			continue
-		}
-		if _, err := os.Stat("/usr/sbin/" + tool); err == nil {
-			continue
-		}
-		if os.Getenv("IMGCAST_QUICK") != "" {
-			t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-		}
-		t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-	}
-}
-
-func cmd(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	c := exec.Command(name, args...)
-	c.Env = append(os.Environ(), "LC_ALL=C", "MTOOLS_SKIP_CHECK=1", "PATH=/usr/sbin:/sbin:"+os.Getenv("PATH"))
-	var out, errOut bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errOut
-	if err := c.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out.String(), errOut.String())
-	}
-	return out.String()
-}
 
 var (
 	once                 sync.Once
@@ -71,7 +43,7 @@ func TestMain(m *testing.M) {
 // build makes the store once for all tests.
 func build(t *testing.T) (store, ref string) {
 	t.Helper()
-	needTools(t)
+	fogtest.Need(t, tools...)
 	once.Do(func() {
 		if buildDir, buildErr = os.MkdirTemp("", "imgcast-fogimages-"); buildErr != nil {
 			return
@@ -251,7 +223,7 @@ func open(t *testing.T, p string) *os.File {
 
 func table(t *testing.T, disk string) *sfdisk.Dump {
 	t.Helper()
-	d, err := sfdisk.Parse(strings.NewReader(cmd(t, "sfdisk", "-d", disk)))
+	d, err := sfdisk.Parse(strings.NewReader(fogtest.Run(t, "sfdisk", "-d", disk)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +263,7 @@ func TestResizableOntoLargerDisk(t *testing.T) {
 	d := newDisk(t, "sda", 160<<20)
 	deploy(t, store, fogplan.Task{Image: Resizable, Type: "n", PartitionType: "all", Format: "5", OSID: 50}, d)
 
-	out := cmd(t, "sgdisk", "-v", d.Path)
+	out := fogtest.Run(t, "sgdisk", "-v", d.Path)
 	if !strings.Contains(out, "No problems found") {
 		t.Errorf("sgdisk -v:\n%s", out)
 	}
@@ -315,10 +287,10 @@ func TestResizableOntoLargerDisk(t *testing.T) {
 	refDisk := open(t, filepath.Join(ref, "fog-n.raw"))
 
 	root := extract(t, disk, int64(p1.Start)*512, int64(p1.Size)*512)
-	cmd(t, "e2fsck", "-fn", root)
+	fogtest.Run(t, "e2fsck", "-fn", root)
 	refRoot := extract(t, refDisk, 2048*512, 49152*512)
 	for _, file := range Files {
-		if a, b := cmd(t, "debugfs", "-R", "cat /"+file, root), cmd(t, "debugfs", "-R", "cat /"+file, refRoot); a != b || a == "" {
+		if a, b := fogtest.Run(t, "debugfs", "-R", "cat /"+file, root), fogtest.Run(t, "debugfs", "-R", "cat /"+file, refRoot); a != b || a == "" {
 			t.Errorf("ext4 %s differs from the source disk's", file)
 		}
 	}
@@ -327,12 +299,12 @@ func TestResizableOntoLargerDisk(t *testing.T) {
 	}
 
 	win := extract(t, disk, int64(p3.Start)*512, int64(p3.Size)*512)
-	if out := cmd(t, "ntfsfix", "-n", win); !strings.Contains(out, "processed successfully") {
+	if out := fogtest.Run(t, "ntfsfix", "-n", win); !strings.Contains(out, "processed successfully") {
 		t.Errorf("ntfsfix -n:\n%s", out)
 	}
 	refWin := extract(t, refDisk, 67584*512, 49152*512)
 	for _, file := range []string{"README.txt", "random.bin", "lines.txt"} {
-		if a, b := cmd(t, "ntfscat", win, file), cmd(t, "ntfscat", refWin, file); a != b || a == "" {
+		if a, b := fogtest.Run(t, "ntfscat", win, file), fogtest.Run(t, "ntfscat", refWin, file); a != b || a == "" {
 			t.Errorf("NTFS %s differs from the source disk's", file)
 		}
 	}
@@ -363,8 +335,8 @@ func TestMultiPart(t *testing.T) {
 		samePartition(t, d.Path, filepath.Join(ref, "fog-mps.raw"), n)
 	}
 	fat := extract(t, open(t, d.Path), 43008*512, 32768*512)
-	cmd(t, "fsck.vfat", "-n", fat)
-	if got := cmd(t, "mtype", "-i", fat, "::/etc/hostname"); got != "fog-mps-fat\n" {
+	fogtest.Run(t, "fsck.vfat", "-n", fat)
+	if got := fogtest.Run(t, "mtype", "-i", fat, "::/etc/hostname"); got != "fog-mps-fat\n" {
 		t.Errorf("FAT file: %q", got)
 	}
 }

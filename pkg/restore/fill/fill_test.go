@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/restore/fill"
 	"github.com/imgcast/imgcast/pkg/restore/ptable"
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
@@ -33,38 +33,6 @@ func parse(t testing.TB, s string) *sfdisk.Dump {
 func disk(size int64) ptable.Geometry {
 	return ptable.Geometry{Size: size, LogicalSectorSize: 512, PhysicalSectorSize: 512}
 }
-
-// A Windows 10 UEFI install on a 60 GiB disk: EFI (FAT32), MSR (no
-// filesystem) and the recovery partition are fixed at capture; C: was
-// shrunk to 25 GiB.
-const win10 = `label: gpt
-label-id: 5C0B3F6E-1E2D-4A61-9B4C-0D1E2F3A4B5C
-device: /dev/sda
-unit: sectors
-first-lba: 34
-last-lba: 125829086
-sector-size: 512
-
-/dev/sda1 : start=        2048, size=      204800, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=0A1B2C3D-4E5F-4061-8273-849506172839, name="EFI system partition", attrs="GUID:63"
-/dev/sda2 : start=      206848, size=       32768, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE, uuid=1A1B2C3D-4E5F-4061-8273-849506172839, name="Microsoft reserved partition", attrs="GUID:63"
-/dev/sda3 : start=      239616, size=   124502016, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid=2A1B2C3D-4E5F-4061-8273-849506172839, name="Basic data partition"
-/dev/sda4 : start=   124741632, size=     1083392, type=DE94BBA4-06D1-4D40-A16A-BFD50179D6AC, uuid=3A1B2C3D-4E5F-4061-8273-849506172839, attrs="RequiredPartition GUID:63"
-`
-
-// FOS captures a GPT's minimum table after moving the partitions down.
-const win10Min = `label: gpt
-label-id: 5C0B3F6E-1E2D-4A61-9B4C-0D1E2F3A4B5C
-device: /dev/sda
-unit: sectors
-first-lba: 34
-last-lba: 125829086
-sector-size: 512
-
-/dev/sda1 : start=        2048, size=      204800, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=0A1B2C3D-4E5F-4061-8273-849506172839, name="EFI system partition", attrs="GUID:63"
-/dev/sda2 : start=      206848, size=       32768, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE, uuid=1A1B2C3D-4E5F-4061-8273-849506172839, name="Microsoft reserved partition", attrs="GUID:63"
-/dev/sda3 : start=      239616, size=    52428800, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid=2A1B2C3D-4E5F-4061-8273-849506172839, name="Basic data partition"
-/dev/sda4 : start=    52668416, size=     1083392, type=DE94BBA4-06D1-4D40-A16A-BFD50179D6AC, uuid=3A1B2C3D-4E5F-4061-8273-849506172839, attrs="RequiredPartition GUID:63"
-`
 
 // Windows 7 on BIOS: "System Reserved" (fixed: boot flag) and C:.
 const win7 = `label: dos
@@ -158,7 +126,7 @@ func TestFill(t *testing.T) {
 			// sectors); C: gets all the room after the fixed partitions,
 			// rounded down to 512 sectors, and the recovery partition
 			// follows it.
-			name: "windows 10 onto 256 GiB", orig: win10, min: win10Min, fixed: "1:2:4", disk: 256 * gib,
+			name: "windows 10 onto 256 GiB", orig: fogtest.Win10, min: fogtest.Win10Min, fixed: "1:2:4", disk: 256 * gib,
 			want: map[int]span{
 				1: {2048, 204800}, 2: {206848, 32768}, 3: {239616, 535547392}, 4: {535787008, 1083392},
 			},
@@ -167,7 +135,7 @@ func TestFill(t *testing.T) {
 		{
 			// A disk smaller than the original: C: shrinks, but stays
 			// above its minimum.
-			name: "windows 10 onto 40 GiB", orig: win10, min: win10Min, fixed: "1:2:4", disk: 40 * gib,
+			name: "windows 10 onto 40 GiB", orig: fogtest.Win10, min: fogtest.Win10Min, fixed: "1:2:4", disk: 40 * gib,
 			want: map[int]span{
 				1: {2048, 204800}, 2: {206848, 32768}, 3: {239616, 82562560}, 4: {82802176, 1083392},
 			},
@@ -258,7 +226,7 @@ func TestFill(t *testing.T) {
 }
 
 func TestFillTooSmall(t *testing.T) {
-	orig, min := parse(t, win10), parse(t, win10Min)
+	orig, min := parse(t, fogtest.Win10), parse(t, fogtest.Win10Min)
 	// Fixed 1320960 sectors + C: at least 52428800 + first 2048 + backup
 	// GPT 33 = 53751841 sectors.
 	_, err := fill.Fill(orig, min, []int{1, 2, 4}, disk(25*gib))
@@ -279,7 +247,7 @@ func TestFillTooSmall(t *testing.T) {
 }
 
 func TestFillRefuses(t *testing.T) {
-	orig := parse(t, win10)
+	orig := parse(t, fogtest.Win10)
 	for _, tc := range []struct {
 		name string
 		min  string
@@ -288,7 +256,7 @@ func TestFillRefuses(t *testing.T) {
 	}{
 		{"4Kn disk", "", ptable.Geometry{Size: 256 * gib, LogicalSectorSize: 4096}, ptable.ErrSectorSize},
 		{"minimum table of another label", win7Min, disk(256 * gib), fill.ErrInput},
-		{"partition only in the minimum table", strings.Replace(win10Min, "/dev/sda4", "/dev/sda7", 1), disk(256 * gib), fill.ErrInput},
+		{"partition only in the minimum table", strings.Replace(fogtest.Win10Min, "/dev/sda4", "/dev/sda7", 1), disk(256 * gib), fill.ErrInput},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var min *sfdisk.Dump
@@ -322,7 +290,7 @@ func TestParseFixed(t *testing.T) {
 }
 
 func TestFormatRoundTrip(t *testing.T) {
-	for _, s := range []string{win10, win7, linux, linuxDOS} {
+	for _, s := range []string{fogtest.Win10, win7, linux, linuxDOS} {
 		d := parse(t, s)
 		d.Partitions[0].Name = "odd \"name\" \\ here"
 		if d.Label == "dos" {
@@ -339,17 +307,12 @@ func TestFormatRoundTrip(t *testing.T) {
 // onto a sparse file of the disk's size and reads it back: sfdisk must
 // take it as it is, logical partitions included.
 func TestFillSfdiskAccepts(t *testing.T) {
-	if _, err := exec.LookPath("sfdisk"); err != nil {
-		if os.Getenv("IMGCAST_QUICK") != "" {
-			t.Skip("sfdisk is not installed")
-		}
-		t.Fatal("sfdisk is not installed; run scripts/deps.sh")
-	}
+	fogtest.Need(t, "sfdisk")
 	for _, tc := range []struct {
 		orig, min, fixed string
 		disk             int64
 	}{
-		{win10, win10Min, "1:2:4", 256 * gib},
+		{fogtest.Win10, fogtest.Win10Min, "1:2:4", 256 * gib},
 		{win7, win7Min, "1", 120 * gib},
 		{linux, linuxMin, "1:2", 12 * gib},
 		{linuxDOS, linuxDOSMin, "", 64 * gib},
@@ -367,16 +330,8 @@ func TestFillSfdiskAccepts(t *testing.T) {
 		if err := os.Truncate(img, tc.disk); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", img)
-		cmd.Stdin = strings.NewReader(fill.Format(l.Table))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("sfdisk refused the computed table: %v\n%s\n%s", err, out, fill.Format(l.Table))
-		}
-		out, err := exec.Command("sfdisk", "-d", img).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		back := parse(t, string(out))
+		fogtest.RunStdin(t, fill.Format(l.Table), "sfdisk", "--no-reread", "--no-tell-kernel", "-q", img)
+		back := parse(t, fogtest.Run(t, "sfdisk", "-d", img))
 		for _, p := range l.Table.Partitions {
 			q, ok := back.Partition(p.Number)
 			if !ok || q.Start != p.Start || q.Size != p.Size || q.Type != p.Type || q.UUID != p.UUID {
@@ -589,7 +544,7 @@ func TestFillProperties(t *testing.T) {
 }
 
 func FuzzFill(f *testing.F) {
-	f.Add(win10, win10Min, "1:2:4", int64(256*gib))
+	f.Add(fogtest.Win10, fogtest.Win10Min, "1:2:4", int64(256*gib))
 	f.Add(win7, win7Min, "1", int64(120*gib))
 	f.Add(linux, linuxMin, "1:2", int64(12*gib))
 	f.Add(linuxDOS, linuxDOSMin, "", int64(64*gib))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/restore/decompress"
 	"github.com/imgcast/imgcast/pkg/restore/fill"
@@ -22,23 +23,6 @@ import (
 )
 
 const gib = uint64(1) << 30
-
-// A Windows 10 UEFI image as FOG captures it (type n).
-const win10 = `label: gpt
-label-id: 5C0B3F6E-1E2D-4A61-9B4C-0D1E2F3A4B5C
-device: /dev/sda
-unit: sectors
-first-lba: 34
-last-lba: 125829086
-sector-size: 512
-
-/dev/sda1 : start=        2048, size=      204800, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=0A1B2C3D-4E5F-4061-8273-849506172839, name="EFI system partition"
-/dev/sda2 : start=      206848, size=       32768, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE, uuid=1A1B2C3D-4E5F-4061-8273-849506172839, name="Microsoft reserved partition"
-/dev/sda3 : start=      239616, size=   124502016, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid=2A1B2C3D-4E5F-4061-8273-849506172839, name="Basic data partition"
-/dev/sda4 : start=   124741632, size=     1083392, type=DE94BBA4-06D1-4D40-A16A-BFD50179D6AC, uuid=3A1B2C3D-4E5F-4061-8273-849506172839, attrs="RequiredPartition GUID:63"
-`
-
-var win10Min = strings.Replace(win10, "size=   124502016", "size=    52428800", 1)
 
 // A Linux GPT image with swap (its UUID recorded at capture).
 const linux = `label: gpt
@@ -139,7 +123,7 @@ func skips(dp *fogplan.DiskPlan) string {
 
 func win10Files() map[string]string {
 	return map[string]string{
-		"d1.partitions": win10, "d1.minimum.partitions": win10Min, "d1.fixed_size_partitions": "1:2:4",
+		"d1.partitions": fogtest.Win10, "d1.minimum.partitions": fogtest.Win10Min, "d1.fixed_size_partitions": "1:2:4",
 		"d1.mbr": "gpt backup", "d1.original.swapuuids": "",
 		"d1p1.img": "efi", "d1p2.img": "msr", "d1p3.img": "c-drive", "d1p3.img.001": "more", "d1p4.img": "recovery",
 	}
@@ -150,7 +134,7 @@ func win10Files() map[string]string {
 // reset, zstd forced by imgFormat=6 with split pieces.
 func TestResizable(t *testing.T) {
 	files := win10Files()
-	files["d1.mbr"] = gptBackup(t, win10)
+	files["d1.mbr"] = gptBackup(t, fogtest.Win10)
 	p := mustPlan(t, files, fogplan.Task{Image: "Win10", Type: "n", PartitionType: "all", Format: "6", OSID: 9},
 		disk("sda", 256*gib), disk("sdb", 512*gib))
 	if p.Compression != decompress.Zstd || !p.Split || len(p.Disks) != 1 {
@@ -193,7 +177,7 @@ func gptBackup(t *testing.T, dump string) string {
 
 func TestResizableTooSmall(t *testing.T) {
 	files := win10Files()
-	files["d1.mbr"] = gptBackup(t, win10)
+	files["d1.mbr"] = gptBackup(t, fogtest.Win10)
 	_, err := plan(t, files, fogplan.Task{Type: "n", OSID: 9}, disk("sda", 20*gib))
 	var ts *fill.TooSmallError
 	if !errors.As(err, &ts) {
@@ -361,7 +345,7 @@ func TestFDrive(t *testing.T) {
 // goes where the disk's table has it; only its IDs are reset.
 func TestOnePartition(t *testing.T) {
 	files := win10Files()
-	moved := strings.Replace(win10, "start=   124741632", "start=   200000000", 1)
+	moved := strings.Replace(fogtest.Win10, "start=   124741632", "start=   200000000", 1)
 	cur, err := sfdisk.Parse(strings.NewReader(strings.Replace(moved, "last-lba: 125829086", "last-lba: 536870878", 1)))
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +386,7 @@ func TestOnePartition(t *testing.T) {
 // nothing else; every image is a stream to throw away.
 func TestTableOnly(t *testing.T) {
 	files := win10Files()
-	files["d1.mbr"] = gptBackup(t, win10)
+	files["d1.mbr"] = gptBackup(t, fogtest.Win10)
 	p := mustPlan(t, files, fogplan.Task{Type: "n", PartitionType: "mbr", OSID: 9}, disk("sda", 256*gib))
 	dp := p.Disks[0]
 	if dp.Table == nil || len(dp.Writes) != 0 || dp.GPT != nil || skips(dp) != "d1p1.img d1p2.img d1p3.img d1p4.img" {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/restore/gptid"
 	"github.com/imgcast/imgcast/pkg/restore/ptable"
 	"github.com/imgcast/imgcast/pkg/restore/sfdisk"
@@ -28,33 +29,10 @@ sector-size: 512
 /dev/sda4 : start=63488, size=8192, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, uuid=9A8B7C6D-5E4F-4A3B-8C2D-1E0F9A8B7C6D
 `
 
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("IMGCAST_QUICK") != "" {
-				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-			}
-			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-		}
-	}
-}
-
-func run(t *testing.T, stdin, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // sfdiskDisk writes dump onto a 40 MiB file with the real sfdisk.
 func sfdiskDisk(t *testing.T, d string) string {
 	t.Helper()
-	needTools(t, "sfdisk")
+	fogtest.Need(t, "sfdisk")
 	p := filepath.Join(t.TempDir(), "disk")
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -62,7 +40,7 @@ func sfdiskDisk(t *testing.T, d string) string {
 	if err := os.Truncate(p, 40<<20); err != nil {
 		t.Fatal(err)
 	}
-	run(t, d, "sfdisk", "-q", "--no-reread", "--no-tell-kernel", p)
+	fogtest.RunStdin(t, d, "sfdisk", "-q", "--no-reread", "--no-tell-kernel", p)
 	return p
 }
 
@@ -106,7 +84,7 @@ func sprint(t *gptid.Table) string {
 // TestSet changes the disk GUID and one partition's IDs; sgdisk finds
 // both tables sound and sfdisk reads the new values back.
 func TestSet(t *testing.T) {
-	needTools(t, "sgdisk")
+	fogtest.Need(t, "sgdisk")
 	p := sfdiskDisk(t, dump)
 	f := open(t, p)
 	log, err := gptid.Set(f, 512, "11111111-2222-4333-8444-555555555555", map[int]gptid.IDs{
@@ -119,10 +97,10 @@ func TestSet(t *testing.T) {
 	if got := strings.Join(log, "; "); got != "disk GUID 11111111-2222-4333-8444-555555555555; partition 2 type EBD0A0A2-B9E5-4433-87C0-68B6B72699C7; partition 2 uuid AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE" {
 		t.Errorf("log: %s", got)
 	}
-	if out := run(t, "", "sgdisk", "-v", p); !strings.Contains(out, "No problems found") {
+	if out := fogtest.RunStdin(t, "", "sgdisk", "-v", p); !strings.Contains(out, "No problems found") {
 		t.Errorf("sgdisk -v:\n%s", out)
 	}
-	d, err := sfdisk.Parse(strings.NewReader(run(t, "", "sfdisk", "-d", p)))
+	d, err := sfdisk.Parse(strings.NewReader(fogtest.RunStdin(t, "", "sfdisk", "-d", p)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +117,7 @@ func TestSet(t *testing.T) {
 // TestBackupUpdated damages the primary table after Set: sgdisk then
 // recovers from the backup, which must carry the new IDs.
 func TestBackupUpdated(t *testing.T) {
-	needTools(t, "sgdisk")
+	fogtest.Need(t, "sgdisk")
 	p := sfdiskDisk(t, dump)
 	f := open(t, p)
 	if _, err := gptid.Set(f, 512, "11111111-2222-4333-8444-555555555555", map[int]gptid.IDs{4: {UUID: "12345678-9abc-4def-8123-456789abcdef"}}); err != nil {
@@ -148,7 +126,7 @@ func TestBackupUpdated(t *testing.T) {
 	if _, err := f.WriteAt(make([]byte, 512), 512); err != nil { // destroy the primary header
 		t.Fatal(err)
 	}
-	out := run(t, "", "sgdisk", "-i", "4", p)
+	out := fogtest.RunStdin(t, "", "sgdisk", "-i", "4", p)
 	if !strings.Contains(out, "12345678-9ABC-4DEF-8123-456789ABCDEF") {
 		t.Errorf("the backup table does not have the new partition GUID:\n%s", out)
 	}

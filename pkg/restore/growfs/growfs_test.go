@@ -11,49 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/restore/growfs"
 )
-
-func needTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + tool); err == nil {
-				continue
-			}
-			if _, err := os.Stat("/sbin/" + tool); err == nil {
-				continue
-			}
-			if os.Getenv("IMGCAST_QUICK") != "" {
-				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-			}
-			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-		}
-	}
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "PATH=/usr/sbin:/sbin:"+os.Getenv("PATH"))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// stdout runs a command and returns only its standard output.
-func stdout(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "PATH=/usr/sbin:/sbin:"+os.Getenv("PATH"))
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
-	}
-	return string(out)
-}
 
 func random(t testing.TB, path string, n int) []byte {
 	t.Helper()
@@ -76,7 +36,7 @@ func grow(t testing.TB, path string, size int64) {
 // 24 MiB file grown to 96 MiB: e2fsck -fn is clean and the files read
 // back intact, for 4 KiB and 1 KiB blocks.
 func TestGrowExt(t *testing.T) {
-	needTools(t, "mkfs.ext4", "resize2fs", "e2fsck", "debugfs")
+	fogtest.Need(t, "mkfs.ext4", "resize2fs", "e2fsck", "debugfs")
 	for _, block := range []string{"4096", "1024"} {
 		t.Run(block, func(t *testing.T) {
 			dir := t.TempDir()
@@ -86,8 +46,8 @@ func TestGrowExt(t *testing.T) {
 			small := []byte("hello from imgcast\n")
 			os.WriteFile(filepath.Join(tree, "sub", "small.txt"), small, 0o644)
 			fs := filepath.Join(dir, "p1")
-			run(t, "mkfs.ext4", "-q", "-F", "-b", block, "-E", "nodiscard", "-d", tree, fs, "24M")
-			run(t, "resize2fs", "-M", fs)
+			fogtest.Run(t, "mkfs.ext4", "-q", "-F", "-b", block, "-E", "nodiscard", "-d", tree, fs, "24M")
+			fogtest.Run(t, "resize2fs", "-M", fs)
 			st, _ := os.Stat(fs)
 			minSize := st.Size()
 			grow(t, fs, 96<<20)
@@ -100,11 +60,11 @@ func TestGrowExt(t *testing.T) {
 			if !res.Grown || res.Before > minSize || res.After < 96<<20-64<<10 || res.After > 96<<20 {
 				t.Errorf("result %+v (minimum file was %d bytes)", res, minSize)
 			}
-			run(t, "e2fsck", "-fn", fs)
-			if got := stdout(t, "debugfs", "-R", "cat /big.bin", fs); !bytes.Equal([]byte(got), big) {
+			fogtest.Run(t, "e2fsck", "-fn", fs)
+			if got := fogtest.Run(t, "debugfs", "-R", "cat /big.bin", fs); !bytes.Equal([]byte(got), big) {
 				t.Error("big.bin differs after growing")
 			}
-			if got := stdout(t, "debugfs", "-R", "cat /sub/small.txt", fs); got != string(small) {
+			if got := fogtest.Run(t, "debugfs", "-R", "cat /sub/small.txt", fs); got != string(small) {
 				t.Errorf("small.txt = %q", got)
 			}
 			// Growing again finds nothing to do.
@@ -119,14 +79,14 @@ func TestGrowExt(t *testing.T) {
 // TestGrowNTFS: a 24 MiB NTFS in a file grown to 80 MiB: ntfsfix -n finds
 // it clean, files intact, dirty flag cleared.
 func TestGrowNTFS(t *testing.T) {
-	needTools(t, "mkntfs", "ntfsresize", "ntfsfix", "ntfscp", "ntfscat", "ntfsinfo")
+	fogtest.Need(t, "mkntfs", "ntfsresize", "ntfsfix", "ntfscp", "ntfscat", "ntfsinfo")
 	dir := t.TempDir()
 	fs := filepath.Join(dir, "p2")
 	os.WriteFile(fs, nil, 0o644)
 	grow(t, fs, 24<<20)
-	run(t, "mkntfs", "-F", "-Q", "-q", "-L", "Windows", fs)
+	fogtest.Run(t, "mkntfs", "-F", "-Q", "-q", "-L", "Windows", fs)
 	big := random(t, filepath.Join(dir, "big.bin"), 5<<20+3)
-	run(t, "ntfscp", "-f", fs, filepath.Join(dir, "big.bin"), "big.bin")
+	fogtest.Run(t, "ntfscp", "-f", fs, filepath.Join(dir, "big.bin"), "big.bin")
 	grow(t, fs, 80<<20)
 
 	res, err := growfs.Grow(context.Background(), fs, "NTFS", growfs.Options{})
@@ -136,16 +96,16 @@ func TestGrowNTFS(t *testing.T) {
 	if !res.Grown || res.Before > 24<<20 || res.After < 78<<20 || res.After > 80<<20 {
 		t.Errorf("result %+v", res)
 	}
-	out := run(t, "ntfsfix", "-n", fs)
+	out := fogtest.Run(t, "ntfsfix", "-n", fs)
 	if !strings.Contains(out, "NTFS partition "+fs+" was processed successfully") {
 		t.Errorf("ntfsfix -n:\n%s", out)
 	}
-	if got := stdout(t, "ntfscat", fs, "big.bin"); !bytes.Equal([]byte(got), big) {
+	if got := fogtest.Run(t, "ntfscat", fs, "big.bin"); !bytes.Equal([]byte(got), big) {
 		t.Error("big.bin differs after growing")
 	}
 	// ntfsresize schedules a Windows disk check (ntfsinfo then refuses
 	// the volume); ntfsfix -b -d took the flag away.
-	if out := run(t, "ntfsinfo", "-m", fs); !strings.Contains(out, "Volume Flags: 0x0000") {
+	if out := fogtest.Run(t, "ntfsinfo", "-m", fs); !strings.Contains(out, "Volume Flags: 0x0000") {
 		t.Errorf("volume still dirty:\n%s", out)
 	}
 }
@@ -161,11 +121,11 @@ func TestNotGrown(t *testing.T) {
 
 // TestToolFailure: a damaged filesystem fails with the tool's own words.
 func TestToolFailure(t *testing.T) {
-	needTools(t, "mkfs.ext4", "e2fsck", "resize2fs")
+	fogtest.Need(t, "mkfs.ext4", "e2fsck", "resize2fs")
 	fs := filepath.Join(t.TempDir(), "p1")
 	// One block group, so no backup superblock to fall back on; then a
 	// feature bit no e2fsck knows.
-	run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", fs, "16M")
+	fogtest.Run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", fs, "16M")
 	f, _ := os.OpenFile(fs, os.O_RDWR, 0)
 	f.WriteAt([]byte{0, 0, 0, 0x80}, 1024+0x60)
 	f.Close()
@@ -184,7 +144,7 @@ func (e exit) Error() string { return "exit " + string(rune('0'+int(e))) }
 func (e exit) ExitCode() int { return int(e) }
 
 func TestFsckExitCodes(t *testing.T) {
-	needTools(t, "mkfs.ext4", "resize2fs")
+	fogtest.Need(t, "mkfs.ext4", "resize2fs")
 	for name, tc := range map[string]struct {
 		codes   map[string][]int
 		wantErr bool
@@ -197,7 +157,7 @@ func TestFsckExitCodes(t *testing.T) {
 		"resize2fs failing": {map[string][]int{"resize2fs": {1}}, true, "e2fsck -fp|resize2fs"},
 	} {
 		fs := filepath.Join(t.TempDir(), "p1")
-		run(t, "mkfs.ext4", "-q", "-F", fs, "8M")
+		fogtest.Run(t, "mkfs.ext4", "-q", "-F", fs, "8M")
 		grow(t, fs, 16<<20)
 		var ran []string
 		fake := func(_ context.Context, _ string, name string, args ...string) ([]byte, error) {
@@ -230,9 +190,9 @@ func TestFsckExitCodes(t *testing.T) {
 
 func TestMissingTool(t *testing.T) {
 	dir := t.TempDir()
-	needTools(t, "mkfs.ext4")
+	fogtest.Need(t, "mkfs.ext4")
 	fs := filepath.Join(dir, "p1")
-	run(t, "mkfs.ext4", "-q", "-F", fs, "8M")
+	fogtest.Run(t, "mkfs.ext4", "-q", "-F", fs, "8M")
 	grow(t, fs, 16<<20)
 	notFound := func(context.Context, string, string, ...string) ([]byte, error) { return nil, exec.ErrNotFound }
 	_, err := growfs.Grow(context.Background(), fs, "EXTFS", growfs.Options{Run: notFound})

@@ -3,37 +3,13 @@ package mkswap_test
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/restore/mkswap"
 )
-
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + tool); err == nil {
-				continue
-			}
-			if os.Getenv("IMGCAST_QUICK") != "" {
-				t.Skipf("IMGCAST_QUICK is set and %s is not installed", tool)
-			}
-			t.Fatalf("%s is not installed; run scripts/deps.sh", tool)
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // file makes a file of size bytes filled with a pattern.
 func file(t *testing.T, size int64) string {
@@ -50,13 +26,13 @@ const uuid = "3f2c7b9e-41d8-4c0a-9b6e-2a1f0d5c8e74"
 // TestSameAsMkswap: the header page is byte for byte what util-linux's
 // mkswap writes for the same size, UUID and label.
 func TestSameAsMkswap(t *testing.T) {
-	needTools(t, "mkswap")
+	fogtest.Need(t, "mkswap")
 	for _, size := range []int64{40960, 8<<20 + 1234, 64 << 20} {
 		ref := filepath.Join(t.TempDir(), "ref")
 		if err := os.WriteFile(ref, make([]byte, size), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		run(t, "mkswap", "-U", uuid, "-L", "imgcast-swap", "-p", "4096", ref)
+		fogtest.Run(t, "mkswap", "-U", uuid, "-L", "imgcast-swap", "-p", "4096", ref)
 		want, err := os.ReadFile(ref)
 		if err != nil {
 			t.Fatal(err)
@@ -75,11 +51,11 @@ func TestSameAsMkswap(t *testing.T) {
 // and nothing else (stale signatures are gone); bytes outside the
 // range are untouched.
 func TestBlkidSeesIt(t *testing.T) {
-	needTools(t, "blkid", "swaplabel", "mkfs.ext4")
+	fogtest.Need(t, "blkid", "swaplabel", "mkfs.ext4")
 	const size = 16 << 20
 	disk := file(t, size+2<<20)
 	part := file(t, size)
-	run(t, "mkfs.ext4", "-q", "-F", part)
+	fogtest.Run(t, "mkfs.ext4", "-q", "-F", part)
 	b, _ := os.ReadFile(part)
 	d, _ := os.ReadFile(disk)
 	copy(d[1<<20:], b)
@@ -108,7 +84,7 @@ func TestBlkidSeesIt(t *testing.T) {
 	if err := os.WriteFile(part, d[1<<20:1<<20+size], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "blkid", "-p", "-o", "export", part)
+	out := fogtest.Run(t, "blkid", "-p", "-o", "export", part)
 	for _, want := range []string{"TYPE=swap", "UUID=" + uuid, "LABEL=swap0", "VERSION=1"} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("blkid -p does not say %s:\n%s", want, out)
@@ -117,7 +93,7 @@ func TestBlkidSeesIt(t *testing.T) {
 	if strings.Contains(out, "ext4") || strings.Contains(out, "iso9660") || strings.Contains(out, "ambivalent") {
 		t.Errorf("blkid still sees an old signature:\n%s", out)
 	}
-	if out := run(t, "swaplabel", part); !strings.Contains(out, "UUID:  "+uuid) && !strings.Contains(out, uuid) {
+	if out := fogtest.Run(t, "swaplabel", part); !strings.Contains(out, "UUID:  "+uuid) && !strings.Contains(out, uuid) {
 		t.Errorf("swaplabel: %s", out)
 	}
 	gotUUID, label, err := mkswap.Read(bytes.NewReader(d), 1<<20, 0)
