@@ -127,7 +127,7 @@ func Fill(orig, minimum *sfdisk.Dump, fixed []int, g ptable.Geometry) (*Layout, 
 	if orig == nil {
 		return nil, fmt.Errorf("%w: no original partition table", ErrInput)
 	}
-	if minimum == nil {
+	if minimum == nil || len(minimum.Partitions) == 0 {
 		minimum = orig
 	}
 	if g.LogicalSectorSize <= 0 || g.Size <= 0 {
