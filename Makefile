@@ -95,6 +95,12 @@ $(BUILD)/modules.cpio.xz: $(BUILD)/modules.cpio
 	xz --check=crc32 -9e -T1 -q -c $< > $@.tmp
 	mv $@.tmp $@
 
+# Resizable FOG images (type n): after its data, each ext2/3/4 or NTFS
+# filesystem is grown to its new partition with Debian's own tools
+# (pkg/restore/growfs); u-root adds the shared libraries they need.
+GROWFS_TOOLS := /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/ntfsresize /usr/bin/ntfsfix
+GROWFS_FILES = $(foreach tool,$(GROWFS_TOOLS),-files $(tool))
+
 # -tags goshsmall: gosh reads lines through the kernel's tty line discipline
 # instead of its full-screen editor, so the debug shell works on a serial
 # console (serial-over-LAN) and can be driven by tests. GOAMD64=v1 keeps the
@@ -104,12 +110,12 @@ $(BUILD)/modules.cpio.xz: $(BUILD)/modules.cpio
 # panics and panic=-1 reboots. The agent starts gosh itself when a shell is
 # wanted (debug mode, imgcast.after=shell, Enter after a failure).
 # xz with the x86 BCJ filter: 13% smaller than zstd -19 for the Go binary.
-$(BUILD)/userland.cpio.xz: $(IMAGE_GO) $(BUILD)/image.pub
+$(BUILD)/userland.cpio.xz: $(IMAGE_GO) $(BUILD)/image.pub $(GROWFS_TOOLS)
 	@mkdir -p $(BUILD)/bin
 	$(GO) build -o $(BUILD)/bin/u-root github.com/u-root/u-root
 	keyfiles=(); if [[ -s $(BUILD)/image.pub ]]; then keyfiles=(-files $(BUILD)/image.pub:etc/imgcast/image.pub); fi; \
 	GOAMD64=v1 $(BUILD)/bin/u-root -o $(BUILD)/userland.cpio -tags goshsmall \
-	  -uinitcmd=imgcast -defaultsh="" "$${keyfiles[@]}" $(UROOT_CMDS) $(IMAGE_CMDS)
+	  -uinitcmd=imgcast -defaultsh="" "$${keyfiles[@]}" $(GROWFS_FILES) $(UROOT_CMDS) $(IMAGE_CMDS)
 	xz --check=crc32 --x86 --lzma2=preset=9e -T1 -q -c $(BUILD)/userland.cpio > $@.tmp
 	rm $(BUILD)/userland.cpio
 	mv $@.tmp $@
@@ -173,3 +179,13 @@ default-image: $(DEFAULT_IMAGE)/d1.sha256
 
 $(DEFAULT_IMAGE)/d1.sha256: scripts/make-default-image.sh
 	scripts/make-default-image.sh $(DEFAULT_IMAGE) $(REFERENCE_DISK)
+
+## fog-images: FOG test images captured as FOS does (types n, mps, mpa, dd;
+## internal/fogimages) in a FOG image store build/fog/images (with its
+## .mntcheck), and the disks they were captured from in build/fog/reference.
+FOG_STORE := $(BUILD)/fog/images
+.PHONY: fog-images
+fog-images: $(FOG_STORE)/.mntcheck
+
+$(FOG_STORE)/.mntcheck: scripts/make-fog-images.sh
+	scripts/make-fog-images.sh $(FOG_STORE) $(BUILD)/fog/reference
