@@ -14,6 +14,7 @@ package imaging
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -137,6 +138,25 @@ type Config struct {
 	MAC, IP, Hostname string
 
 	IgnoreChecksums bool
+	// PublicKey, when set, requires the image folder's signed manifest
+	// (d1.manifest and its signature, by this key): the table is written
+	// only after the metadata verifies, and every 4 MiB chunk of each
+	// partition image (multicast or HTTP) is checked before it is
+	// decompressed. ImageID is the image id the manifest must name
+	// (default: the folder's name).
+	PublicKey ed25519.PublicKey
+	ImageID   string
+	// IGMPReportInterval is the receiver's IGMP keep-alive
+	// (receiver.Config.IGMPReportInterval: 0 is its default, 5 s;
+	// negative turns it off).
+	IGMPReportInterval time.Duration
+	// SessionWait bounds the wait for a queued rolling session (the
+	// server's next session, when this machine came too late for the
+	// running one); 0 waits as long as the server keeps it queued.
+	SessionWait time.Duration
+	// MulticastCheck, when set, is the result of the multicast check the
+	// client ran before the job; it goes with the ready report.
+	MulticastCheck *status.MulticastCheck
 	// Console receives the operator's view: a summary, then a progress
 	// line per partition. ConsoleTTY redraws progress lines in place.
 	Console    io.Writer
@@ -284,12 +304,15 @@ func (j *job) run(ctx context.Context) (*Result, error) {
 	}
 
 	j.printf("Reading image metadata from %s\n", j.Image)
-	di, err := restore.OpenImage(ctx, j.Image, 1, restore.LoadOptions{})
+	di, err := restore.OpenImage(ctx, j.Image, 1, restore.LoadOptions{PublicKey: j.PublicKey, ImageID: j.ImageID})
 	if err != nil {
 		return nil, fmt.Errorf("reading the image folder: %w", err)
 	}
 	if len(di.Images) == 0 {
 		return nil, fmt.Errorf("%s has no partition images (d1pN.img)", di.Folder)
+	}
+	if di.Manifest != nil {
+		j.printf("Signed manifest of image %q verified; every chunk is checked before it is written\n", di.Manifest.ImageID)
 	}
 
 	machine, invErr := inventory.Read(j.sysRoot())
@@ -313,7 +336,7 @@ func (j *job) run(ctx context.Context) (*Result, error) {
 	}
 	images := withImages(plan)
 	j.printSummary(di, images, chosen, geom.Size, geom.LogicalSectorSize)
-	j.report(status.Report{State: status.Ready, Partitions: len(images), Inventory: &machine, Disk: &chosen})
+	j.report(status.Report{State: status.Ready, Partitions: len(images), Inventory: &machine, Disk: &chosen, MulticastCheck: j.MulticastCheck})
 
 	var streams map[int]stream
 	if transfer == Multicast {
@@ -324,13 +347,52 @@ func (j *job) run(ctx context.Context) (*Result, error) {
 
 	j.report(status.Report{State: status.Writing, Partitions: len(images), Disk: &chosen})
 	j.printf("Writing the %s partition table to %s\n", di.Dump.Label, chosen.Path)
+	res, err := j.write(ctx, plan, disk, chosen, images, streams, transfer)
+	if err != nil {
+		return nil, err
+	}
+	// The table was written through the whole disk and the kernel told to
+	// re-read it; its view matters to whatever runs next without a reboot.
+	if parts, isDev := kernelPartitions(j.sysRoot(), chosen.Path); isDev {
+
+		if len(parts) == len(plan.Partitions) {
+			j.printf("The kernel sees the new partitions: %s\n", strings.Join(parts, " "))
+		} else {
+			j.printf("Warning: the kernel sees %d partitions on %s (%s), the image has %d; they appear at the next boot\n",
+				len(parts), chosen.Path, strings.Join(parts, " "), len(plan.Partitions))
+		}
+	}
+	return res, nil
+}
+
+// write writes the table and every partition image, then reads the table
+// back and syncs. When anything fails once the table was written — or
+// the job panics — it wipes the table and the start of every partition
+// it began to write (restore.Plan.Failed), so the disk cannot pass for an
+// imaged one, and the error says what was wiped.
+func (j *job) write(ctx context.Context, plan *restore.Plan, disk *os.File, chosen inventory.Disk,
+	images []restore.PlannedPartition, streams map[int]stream, transfer Transfer) (res *Result, err error) {
+	var written []int
+	finished := false
+	defer func() {
+		switch {
+		case err != nil:
+			err = plan.Failed(disk, true, written, err)
+		case !finished: // a panic is on its way up: wipe, and let it go on
+			if rep, werr := plan.Wipe(disk, true, written); werr != nil {
+				j.logf("wiping %s after a failure failed too: %v", chosen.Path, werr)
+			} else {
+				j.logf("%s was wiped after a failure (%s)", chosen.Path, rep)
+			}
+		}
+	}()
 	if err := plan.WriteTable(disk); err != nil {
 		return nil, fmt.Errorf("writing the partition table to %s: %w", chosen.Path, err)
 	}
-
-	res := &Result{Disk: chosen, Transfer: transfer}
+	res = &Result{Disk: chosen, Transfer: transfer}
 	for i, pp := range images {
 		p := partition{plan: plan, disk: disk, number: pp.Number, pp: pp, index: i, count: len(images), stream: streams[pp.Number]}
+		written = append(written, pp.Number)
 		pr, err := j.restorePartition(ctx, p, &transfer)
 		if err != nil {
 			return nil, err
@@ -346,16 +408,7 @@ func (j *job) run(ctx context.Context) (*Result, error) {
 	if err := disk.Sync(); err != nil {
 		return nil, fmt.Errorf("syncing %s: %w", chosen.Path, err)
 	}
-	// The table was written through the whole disk and the kernel told to
-	// re-read it; its view matters to whatever runs next without a reboot.
-	if parts, isDev := kernelPartitions(j.sysRoot(), chosen.Path); isDev {
-		if len(parts) == len(plan.Partitions) {
-			j.printf("The kernel sees the new partitions: %s\n", strings.Join(parts, " "))
-		} else {
-			j.printf("Warning: the kernel sees %d partitions on %s (%s), the image has %d; they appear at the next boot\n",
-				len(parts), chosen.Path, strings.Join(parts, " "), len(plan.Partitions))
-		}
-	}
+	finished = true
 	return res, nil
 }
 

@@ -33,17 +33,17 @@ func (j *job) planStreams(ctx context.Context, images []restore.PlannedPartition
 	if j.SessionURL == "" {
 		return computed, Multicast, nil
 	}
-	client := j.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
-	s, err := status.FetchSession(ctx, client, j.SessionURL)
-	if err != nil {
+	s, err := j.waitForSession(ctx)
+	var fetchErr *sessionFetchError
+	if errors.As(err, &fetchErr) {
 		// A FOG server, or an older imgcast-server, has no session
 		// endpoint: go ahead; the receiver's start timeout still bounds
 		// the wait.
-		j.logf("session check skipped: %v", err)
+		j.logf("session check skipped: %v", fetchErr.err)
 		return computed, Multicast, nil
+	}
+	if err != nil && !errors.Is(err, status.ErrNotJoinable) {
+		return nil, "", err
 	}
 	if err := s.CanJoin(); err != nil {
 		if j.FallbackHTTP {
@@ -57,13 +57,66 @@ func (j *job) planStreams(ctx context.Context, images []restore.PlannedPartition
 		return nil, Unicast, nil
 	}
 	if len(s.Streams) == 0 {
-		return computed, Multicast, nil
+		if s.PortBase != 0 && s.PortBase != j.PortBase {
+			// The server's own port base: with rolling sessions, each
+			// session has its own.
+			computed, err = imgcastStreams(images, s.PortBase)
+		}
+		return computed, Multicast, err
 	}
 	listed, err := sessionStreams(s.Streams, computed)
 	if err != nil {
 		return nil, "", fmt.Errorf("the server's session (%s) does not match the image folder: %w", j.SessionURL, err)
 	}
 	return listed, Multicast, nil
+}
+
+// sessionFetchError is a server that did not answer the first question
+// about its session.
+type sessionFetchError struct{ err error }
+
+func (e *sessionFetchError) Error() string { return e.err.Error() }
+func (e *sessionFetchError) Unwrap() error { return e.err }
+
+// waitForSession asks the server which session this machine is to join
+// (status.WaitForSession). When the server runs rolling sessions and the
+// running one started without this machine, it is queued for the next
+// one: the wait is shown on the console (which session, since when) and
+// bounded by SessionWait.
+func (j *job) waitForSession(ctx context.Context) (status.Session, error) {
+	client := j.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	since := time.Now()
+	if j.SessionWait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, j.SessionWait,
+			fmt.Errorf("the server kept this machine queued for longer than %s (imgcast.sessionwait)", j.SessionWait))
+		defer cancel()
+	}
+	queued := false
+	s, err := status.WaitForSession(ctx, client, j.SessionURL, j.MAC, func(format string, args ...any) {
+		queued = true
+		j.printf("Rolling session: %s (since %s)\n", fmt.Sprintf(format, args...), since.Format(time.TimeOnly))
+	})
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		if cause := context.Cause(ctx); !errors.Is(err, cause) {
+			err = fmt.Errorf("%w: %w", err, cause)
+		}
+		return s, err
+	case !queued && !errors.Is(err, status.ErrNotJoinable):
+		return s, &sessionFetchError{err}
+	default:
+		return s, err
+	}
+	if queued {
+		j.printf("Rolling session %d opened after %s of waiting; joining it on port base %d\n",
+			s.ID, time.Since(since).Round(time.Second), s.PortBase)
+	}
+	return s, nil
 }
 
 // imgcastStreams is imgcast-server's layout of the partitions with images.
@@ -131,13 +184,14 @@ func (j *job) receiverConfig(p partition, progress func(receiver.Progress)) rece
 	}
 	label := fmt.Sprintf("d1p%d: ", p.number)
 	return receiver.Config{
-		Port:           p.stream.port,
-		Interface:      j.Interface,
-		RendezvousAddr: j.Rendezvous,
-		TTL:            ttl,
-		StartTimeout:   start,
-		ReceiveTimeout: j.ReceiveTimeout,
-		Progress:       progress,
+		Port:               p.stream.port,
+		Interface:          j.Interface,
+		RendezvousAddr:     j.Rendezvous,
+		TTL:                ttl,
+		StartTimeout:       start,
+		ReceiveTimeout:     j.ReceiveTimeout,
+		IGMPReportInterval: j.IGMPReportInterval,
+		Progress:           progress,
 		Logf: func(format string, args ...any) {
 			if strings.HasPrefix(format, "received message") {
 				j.debugf(label+format, args...) // the sender's capabilities: a detail
