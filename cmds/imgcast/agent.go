@@ -21,6 +21,7 @@ import (
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/kmod"
+	"github.com/imgcast/imgcast/pkg/mcastcheck"
 	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
 )
@@ -59,6 +60,8 @@ type agent struct {
 	// source; receive receives a multicast stream (nil: pkg/receiver).
 	diskSource func(inventory.DiskWait) imaging.DiskSource
 	receive    imaging.ReceiveFunc
+	// mcastCheck runs the multicast check of imgcast.mcastcheck=1.
+	mcastCheck func(context.Context, mcastcheck.Options, func(string)) (mcastcheck.Result, error)
 	keepLease  bool
 
 	shellRunning atomic.Bool
@@ -78,6 +81,7 @@ func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
 		powerDo:    power.Do,
 		diskSource: func(w inventory.DiskWait) imaging.DiskSource { return w },
 		uptime:     uptime,
+		mcastCheck: checkMulticast,
 		keepLease:  true,
 		startLabel: "init started",
 	}

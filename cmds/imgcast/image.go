@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/manifest"
 )
 
 // runImage is `imgcast image`: the agent's imaging job by hand, with flags
@@ -40,6 +41,10 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	receiveTimeout := fs.Duration("receive-timeout", 30*time.Second, "how long a sender may be silent mid-stream")
 	report := fs.String("report", "", "URL to POST status reports to (imgcast-server: http://SERVER:8080/api/status)")
 	session := fs.String("session", "", "URL of the session to check before joining (default: derived from -report)")
+	pubkey := fs.String("pubkey", "", "require d1.manifest signed by this key (NAME.pub) and verify every chunk before it is written (default: the key built into the boot image, "+manifest.BuiltinKeyPath+", if any)")
+	imageID := fs.String("image-id", "", "with a key: the image id the manifest must name (default: the folder's name)")
+	igmpInterval := fs.Int("igmp-interval", 5, "seconds between the receiver's own IGMP membership reports (keeps snooping switches without a querier forwarding); 0: off")
+	sessionWait := fs.Duration("session-wait", 2*time.Hour, "with imgcast-server --rolling: how long to wait for the next session when this machine came too late for the running one")
 	verbose := fs.Bool("v", false, "log details (the receiver's phases)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,11 +57,28 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := imaging.Config{
 		Image: fs.Arg(0), Transfer: imaging.Transfer(*mode), PortBase: *portBase, Interface: *iface, TTL: *ttl,
 		FirstStartTimeout: *startTimeout, NextStartTimeout: *nextStartTimeout, ReceiveTimeout: *receiveTimeout,
-		ReportURL: *report, SessionURL: *session, Console: stdout, ConsoleTTY: isTerminal(stdout), Logf: logf,
+		ReportURL: *report, SessionURL: *session, SessionWait: *sessionWait, Console: stdout, ConsoleTTY: isTerminal(stdout), Logf: logf,
 		Disk: diskFlag(*disk, *diskTimeout),
 	}
 	if *verbose {
 		cfg.Debugf = logf
+	}
+	if *igmpInterval < 0 {
+		return fmt.Errorf("image: -igmp-interval %d is negative (0 turns it off)", *igmpInterval)
+	}
+	cfg.IGMPReportInterval = igmpReportInterval(time.Duration(*igmpInterval) * time.Second)
+	var err error
+	if *pubkey != "" {
+		cfg.PublicKey, err = manifest.LoadPublicKey(*pubkey)
+	} else {
+		cfg.PublicKey, err = manifest.LoadBuiltinKey("")
+	}
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	cfg.ImageID = *imageID
+	if *imageID != "" && cfg.PublicKey == nil {
+		return errors.New("image: -image-id needs a key (-pubkey)")
 	}
 	switch *fallback {
 	case "http":

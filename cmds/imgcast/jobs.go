@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/manifest"
+	"github.com/imgcast/imgcast/pkg/mcastcheck"
 	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/restore"
 	"github.com/imgcast/imgcast/pkg/status"
@@ -28,26 +32,28 @@ import (
 func (a *agent) imagingConfig() imaging.Config {
 	s := a.settings
 	cfg := imaging.Config{
-		Image:             s.Image,
-		Transfer:          imaging.Transfer(s.Mode),
-		FallbackHTTP:      s.Fallback == "http",
-		Disk:              a.diskSource(a.diskWait()),
-		PortBase:          s.PortBase,
-		Interface:         a.network.NIC.Name,
-		Rendezvous:        rendezvous(s),
-		TTL:               s.TTL,
-		FirstStartTimeout: s.StartTimeout,
-		NextStartTimeout:  s.NextStartTimeout,
-		ReceiveTimeout:    s.ReceiveTimeout,
-		Receive:           a.receive,
-		ReportURL:         s.Report,
-		SessionURL:        s.Session,
-		MAC:               a.network.NIC.MAC.String(),
-		Console:           a.stdout,
-		ConsoleTTY:        isTerminal(a.stdout),
-		Logf:              a.logf,
-		Debugf:            a.debugf(),
-		SysRoot:           a.root,
+		Image:              s.Image,
+		Transfer:           imaging.Transfer(s.Mode),
+		FallbackHTTP:       s.Fallback == "http",
+		Disk:               a.diskSource(a.diskWait()),
+		PortBase:           s.PortBase,
+		Interface:          a.network.NIC.Name,
+		Rendezvous:         rendezvous(s),
+		TTL:                s.TTL,
+		FirstStartTimeout:  s.StartTimeout,
+		NextStartTimeout:   s.NextStartTimeout,
+		ReceiveTimeout:     s.ReceiveTimeout,
+		IGMPReportInterval: igmpReportInterval(s.IGMPInterval),
+		SessionWait:        s.SessionWait,
+		Receive:            a.receive,
+		ReportURL:          s.Report,
+		SessionURL:         s.Session,
+		MAC:                a.network.NIC.MAC.String(),
+		Console:            a.stdout,
+		ConsoleTTY:         isTerminal(a.stdout),
+		Logf:               a.logf,
+		Debugf:             a.debugf(),
+		SysRoot:            a.root,
 	}
 	if l := a.network.Lease(); l != nil && l.Address != nil {
 		cfg.IP = l.Address.IP.String()
@@ -77,7 +83,80 @@ func (a *agent) imageJob(ctx context.Context) error {
 		return hintError{errors.New("no image folder given"),
 			"set imgcast.image=http://SERVER:PORT/images/NAME/ in the boot script (imgcast-server's boot.ipxe does)"}
 	}
-	return runImaging(ctx, a.imagingConfig())
+	cfg := a.imagingConfig()
+	key, err := manifest.LoadBuiltinKey(a.root)
+	if err != nil {
+		return hintError{fmt.Errorf("the boot image's public key: %w", err),
+			"rebuild the boot image with a key written by imgcast keygen (make initramfs PUBKEY=NAME.pub)"}
+	}
+	if key != nil {
+		cfg.PublicKey = key
+		a.logf("this boot image has a public key (%s): only an image with a manifest signed by it is written", manifest.BuiltinKeyPath)
+	}
+	if a.settings.MulticastCheck {
+		cfg.MulticastCheck = a.checkMulticast(ctx, cfg.ReportURL)
+	}
+	err = runImaging(ctx, cfg)
+	if a.settings.Verbose {
+		a.logf("memory: %s", peakMemory())
+	}
+	return err
+}
+
+// peakMemory is the agent's peak resident memory (VmHWM) and the memory
+// the kernel has available, to check the 256 MiB budget.
+func peakMemory() string {
+	field := func(path, name string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "?"
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, name+":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return "?"
+	}
+	return fmt.Sprintf("peak resident %s (VmHWM), %s available of %s", field("/proc/self/status", "VmHWM"),
+		field("/proc/meminfo", "MemAvailable"), field("/proc/meminfo", "MemTotal"))
+}
+
+// checkMulticast runs the multicast check against the imaging server
+// (imgcast.mcastcheck=1) and returns what the status reports carry. A
+// problem, or a check that cannot run, is shown and reported; imaging goes
+// on either way (it may still work, and the server shows why it may not).
+func (a *agent) checkMulticast(ctx context.Context, reportURL string) *status.MulticastCheck {
+	opt := mcastcheck.Options{Interface: a.network.NIC.Name}
+	if u, err := url.Parse(reportURL); err == nil && reportURL != "" {
+		opt.Server = u.Host // imgcast-server's HTTP address offers the test stream
+	} else if s := a.settings.serverAddr(); s != nil {
+		opt.Server = s.String()
+	}
+	a.logf("multicast check against %s on %s", opt.Server, opt.Interface)
+	res, err := a.mcastCheck(ctx, opt, func(line string) { fmt.Fprintln(a.stdout, line) })
+	var m *status.MulticastCheck
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		m = &status.MulticastCheck{Verdict: fmt.Sprintf("PROBLEM — the multicast check could not run: %v", err)}
+	default:
+		m = res.StatusReport()
+	}
+	if !m.OK() {
+		fmt.Fprintf(a.stdout, "\n*** MULTICAST CHECK: %s ***\nImaging goes on; the verdict is reported to the server.\n\n", m.Verdict)
+	}
+	return m
+}
+
+// igmpReportInterval maps imgcast.igmpinterval (0: off) to the receiver's
+// IGMPReportInterval (0: its default, negative: off).
+func igmpReportInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // runImaging runs one imaging job and says what it did.

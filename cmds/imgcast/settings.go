@@ -66,6 +66,16 @@ type Settings struct {
 	DiskTimeout time.Duration
 	FailWait    time.Duration
 	Verbose     bool
+
+	// MulticastCheck runs the multicast check against Server before
+	// imaging and reports its result; a problem does not stop imaging.
+	MulticastCheck bool
+	// IGMPInterval is how often the receiver sends its own IGMP membership
+	// reports; 0 turns them off.
+	IGMPInterval time.Duration
+	// SessionWait bounds the wait for a rolling session the server queued
+	// this machine for.
+	SessionWait time.Duration
 }
 
 // settingKey documents and parses one imgcast.* key. The README's table of
@@ -183,14 +193,32 @@ var settingKeys = []settingKey{
 	{"imgcast.failwait", "DURATION", "60s", "after a failure, how long the error stays on screen (Enter gives a shell) before imgcast.after",
 		durationSetter(func(s *Settings) *time.Duration { return &s.FailWait })},
 	{"imgcast.verbose", "0|1", "0", "1 logs every driver load, every DHCP exchange and the multicast receiver's phases on the console (its connection and warnings are always shown)",
+		boolSetter(func(s *Settings) *bool { return &s.Verbose })},
+	{"imgcast.mcastcheck", "0|1", "0", "1 runs the multicast check (as imgcast mcast-check recv -server imgcast.server) before imaging, shows its verdict on the console and reports it to the server's status page; a PROBLEM verdict does not stop imaging",
+		boolSetter(func(s *Settings) *bool { return &s.MulticastCheck })},
+	{"imgcast.igmpinterval", "SECONDS", "5", "how often the multicast receiver sends its own IGMP membership report for each joined group, so a switch that snoops IGMP without a querier keeps forwarding them; 0 turns it off",
 		func(s *Settings, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not 0 or 1", v)
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 3600 {
+				return fmt.Errorf("%q is not a number of seconds (0..3600)", v)
 			}
-			s.Verbose = b
+			s.IGMPInterval = time.Duration(n) * time.Second
 			return nil
 		}},
+	{"imgcast.sessionwait", "DURATION", "2h", "with imgcast-server --rolling, how long to wait for the next session when this machine booted too late for the running one (the console shows which session and since when); then fail",
+		durationSetter(func(s *Settings) *time.Duration { return &s.SessionWait })},
+}
+
+// boolSetter parses 0 or 1 (or true/false).
+func boolSetter(field func(*Settings) *bool) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not 0 or 1", v)
+		}
+		*field(s) = b
+		return nil
+	}
 }
 
 // urlSetter accepts http and https URLs.

@@ -13,7 +13,8 @@ func TestParseSettings(t *testing.T) {
 	def := defaultSettings()
 	if def.PortBase != 9000 || def.Mode != ModeMulticast || def.After != AfterReboot ||
 		def.LinkTimeout != 15*time.Second || def.DHCPTimeout != 30*time.Second || def.FailWait != time.Minute || def.DiskTimeout != 10*time.Second ||
-		def.StartTimeout != 10*time.Minute || def.NextStartTimeout != time.Minute || def.TTL != 32 {
+		def.StartTimeout != 10*time.Minute || def.NextStartTimeout != time.Minute || def.TTL != 32 ||
+		def.MulticastCheck || def.IGMPInterval != 5*time.Second || def.SessionWait != 2*time.Hour {
 		t.Fatalf("defaults: %+v", def)
 	}
 	if _, err := parseSettings("imgcast.ttl=0"); err == nil {
@@ -50,6 +51,15 @@ func TestParseSettings(t *testing.T) {
 			},
 			[]string{"unknown setting imgcast.sever", "imgcast.portbase: \"9001\" is not an even port", "imgcast.mode: \"fast\"",
 				"imgcast.disk: \"sda\" is not a /dev path", "imgcast.linktimeout: \"soon\"", "imgcast.mac has no value"}},
+		{"multicast diagnosis and rolling sessions", "imgcast.mcastcheck=1 imgcast.igmpinterval=30 imgcast.sessionwait=45m",
+			func(s *Settings) bool {
+				return s.MulticastCheck && s.IGMPInterval == 30*time.Second && s.SessionWait == 45*time.Minute &&
+					igmpReportInterval(s.IGMPInterval) == 30*time.Second
+			}, nil},
+		{"IGMP keep-alive off", "imgcast.igmpinterval=0",
+			func(s *Settings) bool { return s.IGMPInterval == 0 && igmpReportInterval(s.IGMPInterval) < 0 }, nil},
+		{"bad multicast settings", "imgcast.mcastcheck=yes imgcast.igmpinterval=-5 imgcast.sessionwait=later", nil,
+			[]string{`imgcast.mcastcheck: "yes" is not 0 or 1`, `imgcast.igmpinterval: "-5" is not a number of seconds`, `imgcast.sessionwait: "later"`}},
 		{"bad server and URL", "imgcast.server=fileserver imgcast.image=nfs://x/y", nil,
 			[]string{"imgcast.server: \"fileserver\" is not an IPv4", "imgcast.image: \"nfs://x/y\" is not an http(s) URL"}},
 	} {

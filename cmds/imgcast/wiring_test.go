@@ -21,6 +21,7 @@ import (
 	"github.com/imgcast/imgcast/pkg/fogmc"
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
+	"github.com/imgcast/imgcast/pkg/mcastcheck"
 	"github.com/imgcast/imgcast/pkg/power"
 	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/status"
@@ -32,7 +33,9 @@ import (
 // the receiver's messages reach the console (defect 2), the first stream
 // gets imgcast.starttimeout and the later ones imgcast.nextstarttimeout,
 // with imgcast.ttl (defect 3), and the ready/done reports name the disk
-// chosen (defect 4).
+// chosen (defect 4). imgcast.mcastcheck=1 runs the multicast check
+// against the server first and reports its verdict, and
+// imgcast.igmpinterval=0 turns the receiver's IGMP keep-alive off.
 func TestAgentWiring(t *testing.T) {
 	dir, ref, err := defaultimage.Shared(testtools.Find)
 	if err != nil {
@@ -102,10 +105,20 @@ func TestAgentWiring(t *testing.T) {
 		return receiver.Progress{}, err
 	}
 
+	// imgcast.mcastcheck=1: the check runs against the server before
+	// imaging, its PROBLEM is shown and reported, and imaging goes on.
+	var checks []mcastcheck.Options
+	ta.mcastCheck = func(ctx context.Context, opt mcastcheck.Options, println func(string)) (mcastcheck.Result, error) {
+		checks = append(checks, opt)
+		println("verdict: PROBLEM — no IGMP querier answered on eth0")
+		return mcastcheck.Result{Verdict: "PROBLEM — no IGMP querier answered on eth0", Multicast: mcastcheck.Stats{Packets: 490, Expected: 500, LossPercent: 2},
+			Querier: mcastcheck.Querier{Checked: true}}, nil
+	}
+
 	cmdline := "console=ttyS0 imgcast.mode=multicast imgcast.server=127.0.0.1 imgcast.image=" + srv.URL + "/images/default/ " +
 		"imgcast.report=" + srv.URL + "/api/status imgcast.disk=/dev/vdb imgcast.disktimeout=7s imgcast.portbase=9100 " +
 		"imgcast.starttimeout=5m imgcast.nextstarttimeout=20s imgcast.receivetimeout=9s imgcast.ttl=16 " +
-		"imgcast.after=poweroff imgcast.failwait=0"
+		"imgcast.after=poweroff imgcast.failwait=0 imgcast.mcastcheck=1 imgcast.igmpinterval=0"
 	if err := ta.run(context.Background(), cmdline); err != nil {
 		t.Fatalf("agent: %v\n%s", err, ta.out.String())
 	}
@@ -122,6 +135,13 @@ func TestAgentWiring(t *testing.T) {
 	if err := defaultimage.ComparePartitions(disk, ref); err != nil {
 		t.Error(err)
 	}
+	srvHost := strings.TrimPrefix(srv.URL, "http://")
+	if len(checks) != 1 || checks[0].Server != srvHost || checks[0].Interface != "eth0" {
+		t.Errorf("multicast checks %+v, want one against %s on eth0", checks, srvHost)
+	}
+	if !strings.Contains(console, "*** MULTICAST CHECK: PROBLEM — no IGMP querier answered on eth0 ***\nImaging goes on") {
+		t.Errorf("console does not show the check's problem:\n%s", console)
+	}
 	// Defect 3: a long wait for the first stream only; TTL; the rest.
 	if len(configs) != 2 {
 		t.Fatalf("%d receptions, want 2:\n%s", len(configs), console)
@@ -129,9 +149,9 @@ func TestAgentWiring(t *testing.T) {
 	for i, c := range configs {
 		wantStart := []time.Duration{5 * time.Minute, 20 * time.Second}[i]
 		if c.Port != 9100+2*i || c.StartTimeout != wantStart || c.ReceiveTimeout != 9*time.Second || c.TTL != 16 ||
-			c.RendezvousAddr != netip.MustParseAddr("127.0.0.1") || c.Interface != "eth0" {
-			t.Errorf("stream %d: port %d, start timeout %s, receive timeout %s, TTL %d, rdv %s, interface %q; want %d, %s, 9s, 16, 127.0.0.1, eth0",
-				i, c.Port, c.StartTimeout, c.ReceiveTimeout, c.TTL, c.RendezvousAddr, c.Interface, 9100+2*i, wantStart)
+			c.RendezvousAddr != netip.MustParseAddr("127.0.0.1") || c.Interface != "eth0" || c.IGMPReportInterval >= 0 {
+			t.Errorf("stream %d: port %d, start timeout %s, receive timeout %s, TTL %d, rdv %s, interface %q, IGMP reports every %s; want %d, %s, 9s, 16, 127.0.0.1, eth0, off (negative)",
+				i, c.Port, c.StartTimeout, c.ReceiveTimeout, c.TTL, c.RendezvousAddr, c.Interface, c.IGMPReportInterval, 9100+2*i, wantStart)
 		}
 		// Defect 2: the receiver's messages reach the console.
 		if c.Logf == nil {
@@ -149,6 +169,15 @@ func TestAgentWiring(t *testing.T) {
 	defer reportsMu.Unlock()
 	if len(reports) == 0 {
 		t.Fatal("no reports")
+	}
+	var checked *status.MulticastCheck
+	for _, r := range reports {
+		if r.MulticastCheck != nil {
+			checked = r.MulticastCheck
+		}
+	}
+	if checked == nil || checked.Verdict != "PROBLEM — no IGMP querier answered on eth0" || checked.LossPercent != 2 {
+		t.Errorf("reported multicast check %+v, want the PROBLEM verdict with 2%% loss", checked)
 	}
 	last := reports[len(reports)-1]
 	if last.State != status.Done || last.Disk == nil || last.Disk.Name != "vdb" || last.Disk.Serial != "wire-1" {
