@@ -72,6 +72,8 @@ type sessionOptions struct {
 	damage func(t *testing.T, dir string)
 	// images is the image folder to serve (default: the default image).
 	images string
+	// initramfs is the clients' initramfs (default: the built one).
+	initramfs string
 }
 
 type session struct {
@@ -152,6 +154,9 @@ func newSession(t *testing.T, o sessionOptions) *session {
 	mode := o.mode
 	if mode == "" {
 		mode = "multicast"
+	}
+	if o.initramfs != "" {
+		img.Initramfs = o.initramfs
 	}
 	args := []string{
 		"--images", served, "--interface", l.Bridge, "--listen", ip + ":8080",
