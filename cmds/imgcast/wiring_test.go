@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/mcastcheck"
+	"github.com/imgcast/imgcast/pkg/netup"
 	"github.com/imgcast/imgcast/pkg/power"
 	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/status"
@@ -189,4 +191,48 @@ type diskSourceFunc func(ctx context.Context, minSize uint64) (inventory.Disk, e
 
 func (f diskSourceFunc) WaitDisk(ctx context.Context, minSize uint64) (inventory.Disk, error) {
 	return f(ctx, minSize)
+}
+
+// The agent's multicast check (imgcast.mcastcheck=1): against the report
+// URL's host on the NIC that came up; an ok verdict is reported quietly,
+// a problem or a check that could not run is framed on the console and
+// reported as a PROBLEM.
+func TestAgentMulticastCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		reportURL string
+		res       mcastcheck.Result
+		err       error
+		want      string // the reported verdict
+		framed    bool
+		server    string
+	}{
+		{"ok", "http://10.0.0.1:8080/api/status", mcastcheck.Result{OK: true, Verdict: "ok"}, nil, "ok", false, "10.0.0.1:8080"},
+		{"problem", "http://10.0.0.1:8081/api/status", mcastcheck.Result{Verdict: "PROBLEM — multicast is blocked"}, nil,
+			"PROBLEM — multicast is blocked", true, "10.0.0.1:8081"},
+		{"could not run", "", mcastcheck.Result{}, errors.New("mcast-check: the server refused: 429 Too Many Requests"),
+			"PROBLEM — the multicast check could not run: mcast-check: the server refused: 429 Too Many Requests", true, "10.0.0.9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ta := newTestAgent(t, strings.NewReader(""), upOK)
+			ta.settings, _ = parseSettings("imgcast.server=10.0.0.9 imgcast.mcastcheck=1")
+			ta.network, _ = upOK(context.Background(), netup.Config{})
+			var asked mcastcheck.Options
+			ta.mcastCheck = func(ctx context.Context, opt mcastcheck.Options, println func(string)) (mcastcheck.Result, error) {
+				asked = opt
+				return tc.res, tc.err
+			}
+			got := ta.checkMulticast(context.Background(), tc.reportURL)
+			if got == nil || got.Verdict != tc.want {
+				t.Errorf("reported %+v, want verdict %q", got, tc.want)
+			}
+			if asked.Server != tc.server || asked.Interface != "eth0" {
+				t.Errorf("checked against %q on %q, want %s on eth0", asked.Server, asked.Interface, tc.server)
+			}
+			framed := strings.Contains(ta.out.String(), "*** MULTICAST CHECK: "+tc.want+" ***\nImaging goes on")
+			if framed != tc.framed {
+				t.Errorf("framed problem line shown: %v, want %v:\n%s", framed, tc.framed, ta.out.String())
+			}
+		})
+	}
 }
