@@ -228,6 +228,8 @@ func withHint(err error) error {
 		hint = "the sender stopped in the middle of a stream: see the server's log (was udp-sender stopped, or did it drop this machine?)"
 	case errors.Is(err, receiver.ErrDropped):
 		hint = "this machine fell behind the others: check its link speed and duplex; the server can limit the rate (--max-bitrate) or drop slow clients sooner"
+	case errors.Is(err, manifest.ErrManifest):
+		hint = "a public key is set (built into the boot image, or -pubkey) and the image folder does not verify against it: sign the folder (imgcast sign -key NAME.key DIR, again after every change, or imgcast-server --sign-key); a chunk that does not match means the files changed after signing or someone on the network injected data"
 	case errors.Is(err, restore.ErrDigest), errors.Is(err, restore.ErrChecksum), errors.Is(err, restore.ErrCorrupt):
 		hint = "the image does not match its checksums: the image files on the server are damaged or were changed after capture (d1.sha256)"
 	case errors.Is(err, restore.ErrDoesNotFit), errors.Is(err, restore.ErrSectorSize):

@@ -60,10 +60,11 @@ func TestAgentRequiresASignedImage(t *testing.T) {
 				b[len(b)/2] ^= 1
 				os.WriteFile(p, b, 0o644)
 			},
-			want: []string{"d1p2.img: chunk 0", "does not match the signed manifest", "the disk was wiped so it cannot pass for imaged"}},
+			want: []string{"d1p2.img: chunk 0", "does not match the signed manifest", "the disk was wiped so it cannot pass for imaged",
+				"someone on the network injected data"}},
 		{name: "unsigned folder",
 			prepare: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "d1.manifest")) },
-			want:    []string{"has no d1.manifest"}},
+			want:    []string{"has no d1.manifest", "sign the folder (imgcast sign"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "default")
