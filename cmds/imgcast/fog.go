@@ -475,7 +475,7 @@ func (a *agent) fogWrite(ctx context.Context, t *fog.Task, client *fog.Client, d
 					return err
 				})
 				if err != nil {
-					return fmt.Errorf("stream %d (%s, discarded): %w", i+1, s.ID, err)
+					return fogHint(fmt.Errorf("stream %d (%s, discarded): %w", i+1, s.ID, err), t)
 				}
 				continue
 			}
@@ -485,7 +485,7 @@ func (a *agent) fogWrite(ctx context.Context, t *fog.Task, client *fog.Client, d
 				return restoreOne(od, s.write, src, "multicast")
 			})
 			if err != nil {
-				return withHint(fmt.Errorf("stream %d (%s): %w", i+1, s.ID, err))
+				return fogHint(fmt.Errorf("stream %d (%s): %w", i+1, s.ID, err), t)
 			}
 		}
 	}
@@ -534,6 +534,18 @@ func (a *agent) fogWrite(ctx context.Context, t *fog.Task, client *fog.Client, d
 	return nil
 }
 
+// fogHint says what to check on a FOG server when a multicast stream
+// fails; other errors get the imaging job's hints.
+func fogHint(err error, t *fog.Task) error {
+	switch {
+	case errors.Is(err, imaging.ErrNoSender):
+		return hintError{err, fmt.Sprintf("FOG's multicast manager (the FOGMulticastManager service on the storage group's master node) must run udp-sender for this session on port %d: see /opt/fog/log/multicast.log and the session under Tasks; a session that already started cannot be joined (imgcast.starttimeout bounds the wait)", t.Port)}
+	case errors.Is(err, receiver.ErrReceiveTimeout):
+		return hintError{err, "udp-sender stopped in the middle of the stream: see /opt/fog/log/multicast.log.udpcast.* on the storage node (was the task cancelled, or this machine dropped?)"}
+	}
+	return withHint(err)
+}
+
 // fogReceiver is the reception of the session's i-th stream: every
 // stream on port=, the handshake to mcastrdv or the storage node, TTL 32,
 // and imgcast's timeouts.
@@ -548,7 +560,15 @@ func (a *agent) fogReceiver(t *fog.Task, i int) receiver.Config {
 		TTL:            or(s.TTL, imaging.DefaultTTL),
 		StartTimeout:   start,
 		ReceiveTimeout: s.ReceiveTimeout,
-		Logf:           a.logf,
+		Logf: func(format string, args ...any) {
+			if strings.HasPrefix(format, "received message") {
+				if debugf := a.debugf(); debugf != nil {
+					debugf(format, args...) // the sender's capabilities: a detail
+				}
+				return
+			}
+			a.logf(format, args...)
+		},
 	}
 	if a.network != nil {
 		rc.Interface = a.network.NIC.Name
