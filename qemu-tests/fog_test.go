@@ -1,13 +1,16 @@
 package qemutests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,13 +31,20 @@ import (
 // running the real udp-sender as FOG does, and dnsmasq chaining iPXE to
 // FOG's boot.php. Machines PXE-boot and get FOG's kernel command line
 // verbatim.
+//
+// Two FOG servers share the lab's web server: a 1.5 one at /fog/ and a
+// 1.6 one (stream headers advertised) at /fog16/; each host boots from
+// the one that has its task.
 type fogLab struct {
-	t      *testing.T
-	lab    *vm.Lab
-	server *fogserver.Server
-	store  string // the exported image store
-	ref    string // the disks the images were captured from
-	ip     string
+	lab *vm.Lab
+	// server is FOG 1.5 (web root /fog/), server16 FOG 1.6 (/fog16/).
+	server, server16 *fogserver.Server
+	store            string // the exported image store
+	ref              string // the disks the images were captured from
+	ip               string
+
+	mu    sync.Mutex
+	homes map[string]*fogserver.Server // host MAC -> its server
 }
 
 func newFogLab(t *testing.T, octet int, cfg fogserver.Config) *fogLab {
@@ -55,8 +65,9 @@ func newFogLab(t *testing.T, octet int, cfg fogserver.Config) *fogLab {
 	if err := os.Chmod(tftp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// FOG's default.ipxe chains to boot.php with the MAC.
-	script := "#!ipxe\nchain http://" + ip + "/fog/service/ipxe/boot.php?mac=${net0/mac}\n"
+	// FOG's default.ipxe chains to boot.php with the MAC (here through
+	// home.ipxe, which picks the host's server).
+	script := "#!ipxe\nchain http://" + ip + "/home.ipxe?mac=${net0/mac}\n"
 	if err := os.WriteFile(filepath.Join(tftp, "default.ipxe"), []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -69,54 +80,76 @@ func newFogLab(t *testing.T, octet int, cfg fogserver.Config) *fogLab {
 		Files:      map[string]string{"imgcast-bzImage": img.Kernel, "imgcast-init.xz": img.Initramfs},
 		KernelArgs: "console=ttyS0 panic=-1 imgcast.failwait=1s imgcast.starttimeout=3m",
 	}
-	srv := fogserver.New(cfg)
+	f := &fogLab{lab: l, server: fogserver.New(cfg), store: store, ref: ref, ip: ip, homes: map[string]*fogserver.Server{}}
+	cfg16 := cfg
+	cfg16.Caps, cfg16.Prefix = true, "/fog16/"
+	f.server16 = fogserver.New(cfg16)
+	mux := http.NewServeMux()
+	mux.Handle("/fog/", f.server.Handler())
+	mux.Handle("/fog16/", f.server16.Handler())
+	mux.HandleFunc("/home.ipxe", func(w http.ResponseWriter, r *http.Request) {
+		prefix := "/fog/"
+		f.mu.Lock()
+		if f.homes[strings.ToLower(r.FormValue("mac"))] == f.server16 {
+			prefix = "/fog16/"
+		}
+		f.mu.Unlock()
+		fmt.Fprintf(w, "#!ipxe\nchain http://%s%sservice/ipxe/boot.php?mac=%s\n", ip, prefix, r.FormValue("mac"))
+	})
 	ln, err := vm.ListenInNamespace(l.Switch.NS, "tcp4", ip+":80")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go srv.Serve(ctx, ln)
-	t.Cleanup(cancel)
+	web := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go web.Serve(ln)
+	t.Cleanup(func() { web.Close() })
 	nfsserver.Start(t, l.Switch, store)
-	return &fogLab{t: t, lab: l, server: srv, store: store, ref: ref, ip: ip}
+	return f
 }
 
 // sender starts FOG's multicast manager's udp-sender chain for an image.
-func (f *fogLab) sender(form fogserver.Form, image, imgType string, format, clients, port int) *lab.Output {
-	f.t.Helper()
+func (f *fogLab) sender(t *testing.T, form fogserver.Form, image, imgType string, format, clients, port int) *lab.Output {
+	t.Helper()
 	s := fogserver.Sender{Form: form, Dir: filepath.Join(f.store, image), ImageType: fogserver.ImageTypeID(imgType), OSID: 50,
 		Format: format, Interface: f.lab.Bridge, Clients: clients, Port: port, MaxWait: 2}
 	log := &lab.Output{}
 	run, err := s.Start(context.Background(), f.lab.Switch.Command, log)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
-	f.t.Cleanup(func() {
+	t.Cleanup(func() {
 		run.Stop()
-		if f.t.Failed() {
-			f.t.Logf("udp-sender chain log:\n%s", log.String())
+		if t.Failed() {
+			t.Logf("udp-sender chain log:\n%s", log.String())
 		}
 	})
 	return log
 }
 
-// boot registers a host with its task and PXE-boots it with empty disks.
-func (f *fogLab) boot(name, mac string, task *fogserver.Task, diskMiB ...int) (*vm.VM, []string) {
-	f.t.Helper()
-	f.server.AddHost(fogserver.Host{Name: name, MAC: mac, Task: task})
+// boot registers a host with its task on server srv and PXE-boots it
+// with empty disks.
+func (f *fogLab) boot(t *testing.T, srv *fogserver.Server, name, mac string, task *fogserver.Task, diskMiB ...int) (*vm.VM, []string) {
+	t.Helper()
+	srv.AddHost(fogserver.Host{Name: name, MAC: mac, Task: task})
+	f.mu.Lock()
+	f.homes[mac] = srv
+	f.mu.Unlock()
 	var disks []string
 	for _, mib := range diskMiB {
-		disks = append(disks, vm.NewDisk(f.t, mib))
+		disks = append(disks, vm.NewDisk(t, mib))
 	}
-	v := vm.Start(f.t, f.lab, vm.Config{Name: name, NICs: []vm.NIC{{MAC: mac}}, Disks: disks, Timeout: 6 * time.Minute})
+	v := vm.Start(t, f.lab, vm.Config{Name: name, NICs: []vm.NIC{{MAC: mac}}, Disks: disks, Timeout: 6 * time.Minute})
 	return v, disks
 }
 
 // calls lists the service scripts a host called with its MAC, in order
 // (progress.php left out; getversion.php and inventory.php carry none).
 func (f *fogLab) calls(mac string) []string {
+	f.mu.Lock()
+	srv := f.homes[mac]
+	f.mu.Unlock()
 	var out []string
-	for _, c := range f.server.Calls() {
+	for _, c := range srv.Calls() {
 		if !strings.EqualFold(c.Form.Get("mac"), mac) || strings.HasPrefix(c.Script, "service/ipxe/") {
 			continue
 		}
@@ -127,60 +160,85 @@ func (f *fogLab) calls(mac string) []string {
 	return out
 }
 
-// TestFOG runs FOG-mode scenarios on one FOG lab: two machines multicast
-// the resizable image onto larger disks; then a machine whose export has
-// no .mntcheck.
+// TestFOG runs the FOG-mode scenarios on one FOG lab: two machines
+// multicast the resizable image onto larger disks (FOG 1.5); then, side
+// by side, a unicast deploy queued twice (1.5), the mps image by
+// multicast with FOG 1.6's stream headers including the stream of a
+// partition the client does not write, and the mpa image onto two disks
+// (1.6, split pieces); last, an export without .mntcheck.
 func TestFOG(t *testing.T) {
 	f := newFogLab(t, 57, fogserver.Config{MaxLatency: 2 * time.Second})
 
 	t.Run("multicast n onto larger disks", func(t *testing.T) {
-		f.t = t
-		const port = 9000
-		f.server.AddSession(fogserver.Session{Name: "lab", Port: port, MaxWait: 2})
-		f.sender(fogserver.Form15, fogimages.Resizable, "n", 5, 2, port)
-		start := time.Now()
-		type machine struct {
-			v    *vm.VM
-			disk string
-			mac  string
-		}
-		var ms []machine
-		for i := range 2 {
-			mac := fmt.Sprintf("52:54:00:57:00:%02x", i+1)
-			task := &fogserver.Task{Type: fogserver.Multicast, Session: "lab",
-				Image: fogserver.Image{Name: fogimages.Resizable, Type: "n", Format: 5, OSID: 50}, Shutdown: true}
-			v, disks := f.boot(fmt.Sprintf("fogpc%d", i+1), mac, task, 160)
-			ms = append(ms, machine{v, disks[0], mac})
-		}
-		for _, m := range ms {
-			m.v.Expect(`FOG server 1\.5\.10`, 3*time.Minute)
-			m.v.Expect(`FOG has the task completed`, 4*time.Minute)
-			if err := m.v.Wait(time.Minute); err != nil {
-				t.Fatalf("%s did not power off (shutdown=1): %v", m.v.Name, err)
+		took := f.multicastResizable(t, 9000, 2)
+		t.Logf("FOG-mode multicast: 2 machines from first boot to both done in %s", took.Round(time.Second))
+	})
+
+	t.Run("group", func(t *testing.T) {
+		t.Run("unicast queued twice", func(t *testing.T) {
+			t.Parallel()
+			mac := "52:54:00:57:00:20"
+			task := &fogserver.Task{Type: fogserver.Deploy, Queue: []string{fogserver.QueueFull, fogserver.QueueFull}, Shutdown: true,
+				Image: fogserver.Image{Name: fogimages.MultiPart, Type: "mps", Format: 0, OSID: 50}}
+			v, disks := f.boot(t, f.server, "fogqueued", mac, task, 64)
+			for range 2 {
+				v.Expect(`No open slots, There are 0 before me\. \(in line for \d+s\)`, 3*time.Minute)
 			}
-		}
-		t.Logf("FOG-mode multicast: 2 machines from first boot to both done in %s", time.Since(start).Round(time.Second))
-		if n := len(f.server.Calls("service/inventory.php")); n < 2 {
-			t.Errorf("%d inventory.php calls, want one per machine", n)
-		}
-		for _, m := range ms {
-			got := strings.Join(f.calls(m.mac), " ")
-			if !strings.HasPrefix(got, "mc_checkin.php") || !strings.HasSuffix(got, "Post_Stage3.php") || strings.Count(got, "Post_Stage3.php") != 1 {
-				t.Errorf("%s: calls %q", m.v.Name, got)
+			v.Expect(`FOG has the task completed`, 4*time.Minute)
+			if err := v.Wait(time.Minute); err != nil {
+				t.Fatalf("did not power off: %v", err)
 			}
-			checkProgress(t, f.server, m.mac)
-			checkResized(t, m.disk, filepath.Join(f.ref, "fog-n.raw"))
-		}
+			if got := strings.Join(f.calls(mac), " "); got != "Pre_Stage1.php Pre_Stage1.php Pre_Stage1.php Post_Stage3.php" {
+				t.Errorf("calls %q", got)
+			}
+			ref := filepath.Join(f.ref, "fog-mps.raw")
+			samePartitions(t, disks[0], ref, 1, 2)
+		})
+		t.Run("mps with 1.6 headers and a dropped stream", func(t *testing.T) {
+			t.Parallel()
+			const port = 9002
+			f.server16.AddSession(fogserver.Session{Name: "mps", Port: port, MaxWait: 2})
+			f.sender(t, fogserver.Form16, fogimages.MultiPart, "mps", 0, 1, port)
+			mac := "52:54:00:57:00:21"
+			task := &fogserver.Task{Type: fogserver.Multicast, Session: "mps", Shutdown: true,
+				Image: fogserver.Image{Name: fogimages.MultiPart, Type: "mps", Format: 0, OSID: 50}}
+			v, disks := f.boot(t, f.server16, "fogmps", mac, task, 64)
+			v.Expect(`FOG 1\.6 multicast streams`, 3*time.Minute)
+			v.Expect(`stream 3 \(d1p3\.img\): receiving and discarding it`, 3*time.Minute)
+			v.Expect(`FOG has the task completed`, 2*time.Minute)
+			if err := v.Wait(time.Minute); err != nil {
+				t.Fatalf("did not power off: %v", err)
+			}
+			samePartitions(t, disks[0], filepath.Join(f.ref, "fog-mps.raw"), 1, 2)
+			checkProgress(t, f.server16, mac)
+		})
+		t.Run("mpa onto two disks", func(t *testing.T) {
+			t.Parallel()
+			const port = 9004
+			f.server16.AddSession(fogserver.Session{Name: "mpa", Port: port, MaxWait: 2})
+			f.sender(t, fogserver.Form16, fogimages.MultiAll, "mpa", 6, 1, port)
+			mac := "52:54:00:57:00:22"
+			task := &fogserver.Task{Type: fogserver.Multicast, Session: "mpa", Shutdown: true,
+				Image: fogserver.Image{Name: fogimages.MultiAll, Type: "mpa", Format: 6, OSID: 50}}
+			// The disks in the other order than the image's: each image
+			// disk goes to the disk of its dN.size.
+			v, disks := f.boot(t, f.server16, "fogmpa", mac, task, 24, 40)
+			v.Expect(`FOG has the task completed`, 5*time.Minute)
+			if err := v.Wait(time.Minute); err != nil {
+				t.Fatalf("did not power off: %v", err)
+			}
+			samePartitions(t, disks[1], filepath.Join(f.ref, "fog-mpa-d1.raw"), 1)
+			samePartitions(t, disks[0], filepath.Join(f.ref, "fog-mpa-d2.raw"), 1)
+		})
 	})
 
 	t.Run("export without .mntcheck", func(t *testing.T) {
-		f.t = t
 		if err := os.Remove(filepath.Join(f.store, ".mntcheck")); err != nil {
 			t.Fatal(err)
 		}
 		mac := "52:54:00:57:00:10"
 		task := &fogserver.Task{Type: fogserver.Deploy, Image: fogserver.Image{Name: fogimages.MultiPart, Type: "mps", Format: 0, OSID: 50}, Shutdown: true}
-		v, disks := f.boot("fognomark", mac, task, 64)
+		v, disks := f.boot(t, f.server, "fognomark", mac, task, 64)
 		v.Expect(`\*\*\* imgcast FAILED \*\*\*`, 4*time.Minute)
 		v.Expect(`\.mntcheck`, 10*time.Second)
 		if err := v.Wait(time.Minute); err != nil {
@@ -203,6 +261,97 @@ func TestFOG(t *testing.T) {
 			}
 		}
 	})
+}
+
+// multicastResizable multicasts fog-n from FOG 1.5 to n machines with
+// 160 MiB disks (the image comes from a 64 MiB one) and checks each: the
+// table filled, the filesystems grown, fsck-clean, the files intact,
+// progress posts that parse and only grow, one Post_Stage3. It returns
+// the time from the first machine's power-on to the last one's end.
+func (f *fogLab) multicastResizable(t *testing.T, port, n int) time.Duration {
+	t.Helper()
+	f.server.AddSession(fogserver.Session{Name: "lab", Port: port, MaxWait: 2})
+	f.sender(t, fogserver.Form15, fogimages.Resizable, "n", 5, n, port)
+	start := time.Now()
+	type machine struct {
+		v    *vm.VM
+		disk string
+		mac  string
+	}
+	var ms []machine
+	for i := range n {
+		mac := fmt.Sprintf("52:54:00:57:00:%02x", i+1)
+		task := &fogserver.Task{Type: fogserver.Multicast, Session: "lab",
+			Image: fogserver.Image{Name: fogimages.Resizable, Type: "n", Format: 5, OSID: 50}, Shutdown: true}
+		v, disks := f.boot(t, f.server, fmt.Sprintf("fogpc%d", i+1), mac, task, 160)
+		ms = append(ms, machine{v, disks[0], mac})
+	}
+	for _, m := range ms {
+		m.v.Expect(`FOG server 1\.5\.10`, 3*time.Minute)
+		m.v.Expect(`FOG has the task completed`, 4*time.Minute)
+		if err := m.v.Wait(time.Minute); err != nil {
+			t.Fatalf("%s did not power off (shutdown=1): %v", m.v.Name, err)
+		}
+	}
+	took := time.Since(start)
+	if got := len(f.server.Calls("service/inventory.php")); got < n {
+		t.Errorf("%d inventory.php calls, want one per machine", got)
+	}
+	for _, m := range ms {
+		got := strings.Join(f.calls(m.mac), " ")
+		if !strings.HasPrefix(got, "mc_checkin.php") || !strings.HasSuffix(got, "Post_Stage3.php") || strings.Count(got, "Post_Stage3.php") != 1 {
+			t.Errorf("%s: calls %q", m.v.Name, got)
+		}
+		checkProgress(t, f.server, m.mac)
+		checkResized(t, m.disk, filepath.Join(f.ref, "fog-n.raw"))
+	}
+	return took
+}
+
+// samePartitions compares partitions of a disk with the same partitions
+// of a reference disk, byte for byte.
+func samePartitions(t *testing.T, disk, ref string, parts ...int) {
+	t.Helper()
+	got, want := readTable(t, disk), readTable(t, ref)
+	for _, n := range parts {
+		p, ok := got.Partition(n)
+		q, ok2 := want.Partition(n)
+		if !ok || !ok2 || p.Size != q.Size {
+			t.Errorf("%s partition %d: %+v, reference %+v", disk, n, p, q)
+			continue
+		}
+		a, b := readRange(t, disk, p.Start*512, p.Size*512), readRange(t, ref, q.Start*512, q.Size*512)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s partition %d differs from the reference", disk, n)
+		}
+	}
+}
+
+func readTable(t *testing.T, disk string) *sfdisk.Dump {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "-d", disk).Output()
+	if err != nil {
+		t.Fatalf("sfdisk -d %s: %v", disk, err)
+	}
+	d, err := sfdisk.Parse(strings.NewReader(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func readRange(t *testing.T, file string, off, size uint64) []byte {
+	t.Helper()
+	fh, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, size)
+	if _, err := fh.ReadAt(b, int64(off)); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return b
 }
 
 // checkProgress checks the host's progress.php posts: each parses into
@@ -241,14 +390,7 @@ func checkProgress(t *testing.T, srv *fogserver.Server, mac string) {
 // disk, ext4 and NTFS grown and clean, every file as on the source disk.
 func checkResized(t *testing.T, disk, ref string) {
 	t.Helper()
-	out, err := exec.Command("sfdisk", "-d", disk).Output()
-	if err != nil {
-		t.Fatalf("sfdisk -d %s: %v", disk, err)
-	}
-	d, err := sfdisk.Parse(strings.NewReader(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := readTable(t, disk)
 	p1, _ := d.Partition(1)
 	p3, _ := d.Partition(3)
 	if p1.Size <= 49152 || p3.Size <= 49152 {
@@ -294,4 +436,26 @@ func checkResized(t *testing.T, disk, ref string) {
 		}
 		fw.Close()
 	}
+}
+
+// TestFOGTimeVsImgcastServer measures a two-machine multicast of the
+// same image (fog-n) in FOG mode (fake FOG 1.5, NFS, FOG's udp-sender
+// chain) and through imgcast-server: wall time from the first machine's
+// power-on to both done. It only measures (README, "Using imgcast with
+// FOG"); set IMGCAST_FOG_MEASURE=1 to run it.
+func TestFOGTimeVsImgcastServer(t *testing.T) {
+	if os.Getenv("IMGCAST_FOG_MEASURE") != "1" {
+		t.Skip("a measurement: set IMGCAST_FOG_MEASURE=1")
+	}
+	f := newFogLab(t, 58, fogserver.Config{MaxLatency: 2 * time.Second})
+	fogTook := f.multicastResizable(t, 9000, 2)
+
+	s := newSession(t, sessionOptions{octet: 59, clients: 2, images: filepath.Join(f.store, fogimages.Resizable)})
+	start := time.Now()
+	a, b := s.boot("srvpc1"), s.boot("srvpc2")
+	s.expectDone(a, "multicast")
+	s.expectDone(b, "multicast")
+	srvTook := time.Since(start)
+	t.Logf("two machines, fog-n by multicast, first power-on to both done: FOG mode %s (with fill and grow), imgcast-server %s (captured layout)",
+		fogTook.Round(time.Second), srvTook.Round(time.Second))
 }
