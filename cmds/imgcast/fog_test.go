@@ -17,6 +17,7 @@ import (
 	"github.com/imgcast/imgcast/internal/fogserver"
 	"github.com/imgcast/imgcast/internal/fogtest"
 	"github.com/imgcast/imgcast/pkg/fogmc"
+	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/layout"
 	"github.com/imgcast/imgcast/pkg/nfsmount"
@@ -293,5 +294,101 @@ func TestFogMulticast(t *testing.T) {
 				sameBytes(t, r.disks[0], filepath.Join(ref, "fog-mps.raw"), 2048*512, 40960*512)
 			}
 		})
+	}
+}
+
+// TestFogModeChoice: a FOG task line chooses FOG mode unless
+// imgcast.image or imgcast.mode choose imgcast's own; the task sets the
+// server, NIC, rendezvous, after-action and debug mode unless imgcast.*
+// words say otherwise.
+func TestFogModeChoice(t *testing.T) {
+	const task = "web=http://10.0.0.5/fog/ mac=52:54:00:00:00:01 storage=10.0.0.5:/images/ storageip=10.0.0.5 img=x imgType=n port=9000 mcastMaxWait=10 type=down"
+	for _, tc := range []struct {
+		name, cmdline string
+		fog           bool
+		mode          Mode
+		after         After
+		rdv, server   string
+		start         time.Duration
+	}{
+		{"multicast", task + " mc=yes", true, ModeMulticast, AfterReboot, "10.0.0.5", "10.0.0.5", 11 * time.Minute},
+		{"unicast, shutdown", task + " shutdown=1", true, ModeUnicast, AfterPowerOff, "10.0.0.5", "10.0.0.5", 11 * time.Minute},
+		{"mcastrdv", task + " mc=yes mcastrdv=239.1.2.3", true, ModeMulticast, AfterReboot, "239.1.2.3", "10.0.0.5", 11 * time.Minute},
+		{"debug", task + " isdebug=yes", true, ModeDebug, AfterReboot, "10.0.0.5", "10.0.0.5", 11 * time.Minute},
+		{"imgcast keys tune", task + " mc=yes shutdown=1 imgcast.after=shell imgcast.rdv=10.0.0.9 imgcast.starttimeout=30m", true, ModeMulticast, AfterShell, "10.0.0.9", "10.0.0.5", 30 * time.Minute},
+		{"imgcast.image wins", task + " imgcast.image=http://10.0.0.7/images/x/", false, ModeMulticast, AfterReboot, "", "", 10 * time.Minute},
+		{"imgcast.mode wins", task + " imgcast.mode=debug", false, ModeDebug, AfterReboot, "", "", 10 * time.Minute},
+		{"no task", "console=ttyS0 web=http://10.0.0.5/fog/", false, ModeMulticast, AfterReboot, "", "", 10 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := parseSettings(tc.cmdline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ft := fogTaskFrom(tc.cmdline)
+			if (ft != nil) != tc.fog {
+				t.Fatalf("FOG mode %v, want %v", ft != nil, tc.fog)
+			}
+			if ft != nil {
+				applyFOG(s, ft, tc.cmdline)
+			}
+			if s.Mode != tc.mode || s.After != tc.after || s.StartTimeout != tc.start {
+				t.Errorf("mode %s after %s start timeout %s, want %s %s %s", s.Mode, s.After, s.StartTimeout, tc.mode, tc.after, tc.start)
+			}
+			if got := fmt.Sprint(s.Rendezvous); tc.rdv != "" && got != tc.rdv {
+				t.Errorf("rendezvous %s, want %s", got, tc.rdv)
+			}
+			if got := fmt.Sprint(s.Server); tc.server != "" && got != tc.server {
+				t.Errorf("server %s, want %s", got, tc.server)
+			}
+			if ft != nil && s.MAC.String() != "52:54:00:00:00:01" {
+				t.Errorf("MAC %s", s.MAC)
+			}
+		})
+	}
+}
+
+// TestFogNoSender: no sender answers the first stream within the start
+// timeout: a clear error naming FOG's multicast manager, reported to FOG
+// (taskerror.php), no completion, nothing left on the disk that could
+// pass for imaged.
+func TestFogNoSender(t *testing.T) {
+	store, _ := fogImages(t)
+	task := &fogserver.Task{Type: fogserver.Multicast, Session: "s1",
+		Image: fogserver.Image{Name: fogimages.MultiPart, Type: "mps", Format: 0, OSID: 50}}
+	r := newFogRig(t, store, fogserver.Config{}, task, 64)
+	fastCheckIn(r)
+	r.a.receive = func(ctx context.Context, cfg receiver.Config, w io.Writer) (receiver.Progress, error) {
+		return receiver.Progress{}, &receiver.StartTimeoutError{Timeout: cfg.StartTimeout}
+	}
+	err := r.a.fogJob(context.Background())
+	if !errors.Is(err, imaging.ErrNoSender) || !strings.Contains(failureText(err), "FOGMulticastManager") {
+		t.Fatalf("error %v", err)
+	}
+	if st := r.server.Status(r.host.MAC); len(st.Errors) != 1 || !strings.Contains(st.Errors[0], "d1p1.img") {
+		t.Errorf("FOG has errors %q", st.Errors)
+	}
+	if got := strings.Join(r.calls(), " "); strings.Contains(got, "Post_Stage3") {
+		t.Errorf("calls %q", got)
+	}
+	b, _ := os.ReadFile(r.disks[0])
+	if len(b) >= 1024 && (b[510] == 0x55 && b[511] == 0xaa) {
+		t.Error("the partition table is still on the disk after the failure")
+	}
+}
+
+// TestFogHeaderRequired: a server that advertises mcstreamid but sends a
+// stream without its FOGMC1 header: refused before its data is written.
+func TestFogHeaderRequired(t *testing.T) {
+	store, _ := fogImages(t)
+	task := &fogserver.Task{Type: fogserver.Multicast, Session: "s1",
+		Image: fogserver.Image{Name: fogimages.MultiPart, Type: "mps", Format: 0, OSID: 50}}
+	r := newFogRig(t, store, fogserver.Config{Caps: true}, task, 64)
+	fastCheckIn(r)
+	snd := &fakeSender{streams: sessionStreams(t, filepath.Join(store, fogimages.MultiPart), layout.TypeMultiPartSingle, layout.FOG15)}
+	r.a.receive = snd.receive
+	err := r.a.fogJob(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no FOGMC1 header naming d1p1.img") {
+		t.Fatalf("error %v, want the missing header", err)
 	}
 }
