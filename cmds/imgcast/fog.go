@@ -186,7 +186,7 @@ func (a *agent) fogDeploy(ctx context.Context, t *fog.Task, client *fog.Client, 
 		gen = layout.FOG16
 	}
 	a.logf("FOG server %s at %s (%s multicast streams); image %s, type %s, partitions %s, format %d",
-		fog.Printable(version), t.Web, gen, t.Img, t.ImgType, or(t.ImgPartitionType, "all"), t.ImgFormat)
+		fog.Printable(version), t.Web, gen, t.Img, t.ImgType, partitionsLabel(t), t.ImgFormat)
 
 	if t.Capone {
 		a.logf("capone=1: joining the session without a task (no check-in, no completion)")
@@ -557,7 +557,7 @@ func (a *agent) fogReceiver(t *fog.Task, i int) receiver.Config {
 	}
 	rc := receiver.Config{
 		Port:           t.Port,
-		TTL:            or(s.TTL, imaging.DefaultTTL),
+		TTL:            s.TTL,
 		StartTimeout:   start,
 		ReceiveTimeout: s.ReceiveTimeout,
 		Logf: func(format string, args ...any) {
@@ -569,6 +569,9 @@ func (a *agent) fogReceiver(t *fog.Task, i int) receiver.Config {
 			}
 			a.logf(format, args...)
 		},
+	}
+	if rc.TTL == 0 {
+		rc.TTL = imaging.DefaultTTL
 	}
 	if a.network != nil {
 		rc.Interface = a.network.NIC.Name
@@ -629,10 +632,11 @@ func waitPartitionDevice(ctx context.Context, disk string, n int) (string, error
 	}
 }
 
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
+// partitionsLabel is imgPartitionType for the console ("all" when FOG
+// sends none).
+func partitionsLabel(t *fog.Task) string {
+	if t.ImgPartitionType == "" {
+		return "all"
 	}
-	return v
+	return t.ImgPartitionType
 }
