@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgcast/imgcast/internal/recovered"
+	"github.com/imgcast/imgcast/pkg/fog"
 	"github.com/imgcast/imgcast/pkg/imaging"
 	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/imgcast/imgcast/pkg/kmod"
@@ -63,6 +65,12 @@ type agent struct {
 	// mcastCheck runs the multicast check of imgcast.mcastcheck=1.
 	mcastCheck func(context.Context, mcastcheck.Options, func(string)) (mcastcheck.Result, error)
 	keepLease  bool
+
+	// fogTask is the FOG task of the kernel command line (FOG mode, fog.go),
+	// nil in imgcast's own mode; fogEnv and fogHTTP are its seams.
+	fogTask *fog.Task
+	fogEnv  fogEnv
+	fogHTTP *http.Client
 
 	shellRunning atomic.Bool
 	cancelMu     sync.Mutex
@@ -143,6 +151,10 @@ func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 	if err != nil {
 		return a.fail(err)
 	}
+	if a.fogTask = fogTaskFrom(cmdline); a.fogTask != nil {
+		applyFOG(s, a.fogTask, cmdline)
+		a.logf("FOG task on the kernel command line: FOG mode")
+	}
 	a.logf("mode %s, server %v, image %q, after %s", s.Mode, s.serverAddr(), s.Image, s.After)
 	a.drivers = a.startDrivers(ctx, cmdline)
 
@@ -178,7 +190,11 @@ func (a *agent) run(ctx context.Context, cmdline string) (err error) {
 		return a.after(s.After, nil)
 	}
 	jobCtx, done := a.phase(ctx)
-	err = a.imageJob(jobCtx)
+	if a.fogTask != nil {
+		err = a.fogJob(jobCtx)
+	} else {
+		err = a.imageJob(jobCtx)
+	}
 	done()
 	if bug := a.panicked(); bug != nil {
 		err = bug

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/imgcast/imgcast/internal/bytesize"
-	"github.com/imgcast/imgcast/internal/recovered"
-	"github.com/imgcast/imgcast/pkg/fogmc"
 	"github.com/imgcast/imgcast/pkg/receiver"
 	"github.com/imgcast/imgcast/pkg/restore"
 	"github.com/imgcast/imgcast/pkg/status"
@@ -46,68 +44,30 @@ func (j *job) restorePartition(ctx context.Context, p partition, transfer *Trans
 // writes into a pipe that restore reads, so nothing is buffered beyond the
 // two pipelines' own buffers.
 func (j *job) receive(ctx context.Context, p partition) (PartitionResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	file := p.pp.Image.Name
 	j.printf("Partition %d: waiting for %s on UDPcast port %d\n", p.number, file, p.stream.port)
 	j.report(status.Report{State: status.Ready, Partition: p.number, Partitions: p.count, Total: p.pp.Image.Size()})
 
-	receive := j.Receive
-	if receive == nil {
-		receive = receiver.Receive
-	}
 	cfg := j.receiverConfig(p, func(pr receiver.Progress) {
 		if pr.Phase != receiver.PhaseReceiving || pr.Received == 0 {
 			j.debugf("d1p%d: %s (sender %s, client #%d, %s)", p.number, pr.Phase, pr.Sender, pr.Client, pr.Path)
 		}
 	})
-	pr, pw := io.Pipe()
-	recvDone := make(chan error, 1)
-	recovered.Go("the receiver of "+file, func(err error) {
-		pw.CloseWithError(err)
-		recvDone <- err
-	}, func() {
-		_, err := receive(ctx, cfg, pw)
-		err = noSender(err)
-		if err != nil {
-			pw.CloseWithError(fmt.Errorf("receiving %s: %w", file, err))
-		} else {
-			pw.Close()
-		}
-		recvDone <- err
-	})
-	// stop ends the receiver after a failure on our side and returns the
-	// cause: the receiver's own error when it failed first (a truncated
-	// stream is only the symptom of a silent sender), else err.
-	stop := func(err error) error {
-		cancel()
-		pr.CloseWithError(errStopped)
-		if rerr := <-recvDone; rerr != nil && !errors.Is(rerr, errStopped) && !errors.Is(rerr, context.Canceled) {
-			return partitionError(p.number, rerr)
-		}
-		return partitionError(p.number, err)
-	}
-
-	src, found, err := fogmc.Strip(pr, p.stream.id)
+	var res PartitionResult
+	err := ReceiveStream(ctx, Stream{Receiver: cfg, Receive: j.Receive, Name: file, ID: p.stream.id, RequireHeader: j.RequireStreamHeader},
+		func(src io.Reader) error {
+			var err error
+			res, err = j.restoreStream(ctx, p, src, Multicast)
+			return err
+		})
 	if err != nil {
-		return PartitionResult{Partition: p.number, File: file}, stop(err)
-	}
-	if !found && j.RequireStreamHeader {
-		return PartitionResult{Partition: p.number, File: file}, stop(fmt.Errorf(
-			"the stream on port %d has no FOGMC1 header naming %s; refusing it (nothing was written)", p.stream.port, file))
-	}
-	res, err := j.restoreStream(ctx, p, src, Multicast)
-	if err != nil {
-		return res, stop(err)
-	}
-	if rerr := <-recvDone; rerr != nil {
-		return res, partitionError(p.number, rerr)
+		if res.Partition == 0 {
+			res = PartitionResult{Partition: p.number, File: file}
+		}
+		return res, partitionError(p.number, err)
 	}
 	return res, nil
 }
-
-// errStopped is what the receiver sees when the restore side gave up.
-var errStopped = errors.New("restore stopped reading")
 
 // fetch restores partition p from the image files over HTTP (or a local
 // folder).
