@@ -385,6 +385,40 @@ type openDisk struct {
 	f       *os.File
 	table   bool  // its table was written
 	written []int // partitions written
+	// regions are the byte ranges data was written to, for a disk without
+	// a table plan (a dd image, a single partition).
+	regions []*fogplan.Write
+}
+
+// wipeRegions makes a disk written without a table plan unrecognisable
+// after a failure: the first MiB of every range written, and for a whole
+// disk also its last MiB (where a GPT keeps its backup copy).
+func wipeRegions(f *os.File, regions []*fogplan.Write, cause error) error {
+	var zeroed int64
+	zero := func(off, n int64) error {
+		if n <= 0 {
+			return nil
+		}
+		if _, err := f.WriteAt(make([]byte, n), off); err != nil {
+			return fmt.Errorf("zeroing %d bytes at byte %d of %s: %w", n, off, f.Name(), err)
+		}
+		zeroed += n
+		return nil
+	}
+	for _, w := range regions {
+		n := min(int64(restore.WipeSize), w.Size)
+		err := zero(w.Offset, n)
+		if err == nil && w.Partition == 0 && w.Size > 2*n {
+			err = zero(w.Offset+w.Size-n, n)
+		}
+		if err != nil {
+			return fmt.Errorf("%w; wiping the disk after the failure failed too: %v", cause, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%w; syncing the wiped disk failed too: %v", cause, err)
+	}
+	return fmt.Errorf("%w; the disk was wiped so it cannot pass for imaged (zeroed %d bytes at the start of what was written)", cause, zeroed)
 }
 
 // fogWrite writes the plan: tables, data (received or read from the
@@ -402,8 +436,11 @@ func (a *agent) fogWrite(ctx context.Context, t *fog.Task, client *fog.Client, d
 	defer func() {
 		if err != nil {
 			for _, od := range open {
-				if od.plan.Table != nil && (od.table || len(od.written) > 0) {
+				switch {
+				case od.plan.Table != nil && (od.table || len(od.written) > 0):
 					err = od.plan.Table.Failed(od.f, od.table, od.written, err)
+				case od.plan.Table == nil && len(od.regions) > 0:
+					err = wipeRegions(od.f, od.regions, err)
 				}
 			}
 		}
@@ -441,6 +478,7 @@ func (a *agent) fogWrite(ctx context.Context, t *fog.Task, client *fog.Client, d
 			},
 		})
 		od.written = append(od.written, w.Partition)
+		od.regions = append(od.regions, w)
 		if err != nil {
 			return err
 		}

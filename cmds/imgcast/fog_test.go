@@ -392,3 +392,34 @@ func TestFogHeaderRequired(t *testing.T) {
 		t.Fatalf("error %v, want the missing header", err)
 	}
 }
+
+// TestFogRawFailureWiped: a dd image (no table plan) whose stream breaks
+// half-way leaves no boot sector or GPT behind: what was written is wiped.
+func TestFogRawFailureWiped(t *testing.T) {
+	store, _ := fogImages(t)
+	task := &fogserver.Task{Type: fogserver.Multicast, Session: "s1",
+		Image: fogserver.Image{Name: fogimages.WholeDisk, Type: "dd", Format: 5, OSID: 50}}
+	r := newFogRig(t, store, fogserver.Config{}, task, 64)
+	fastCheckIn(r)
+	streams := sessionStreams(t, filepath.Join(store, fogimages.WholeDisk), layout.TypeRaw, layout.FOG15)
+	r.a.receive = func(ctx context.Context, cfg receiver.Config, w io.Writer) (receiver.Progress, error) {
+		s := streams[0]
+		if _, err := w.Write(s[:len(s)*3/4]); err != nil {
+			return receiver.Progress{}, err
+		}
+		return receiver.Progress{}, errors.New("sender went silent")
+	}
+	err := r.a.fogJob(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "wiped") {
+		t.Fatalf("error %v, want a failure that says the disk was wiped", err)
+	}
+	b, _ := os.ReadFile(r.disks[0])
+	if len(b) < 1<<20 {
+		t.Fatalf("disk file is %d bytes", len(b))
+	}
+	for i, c := range b[:1<<20] {
+		if c != 0 {
+			t.Fatalf("byte %d of the disk is %#x after the failure: the first MiB must be wiped", i, c)
+		}
+	}
+}
