@@ -82,15 +82,16 @@ $(BUILD)/kver: FORCE
 $(BUILD)/vmlinuz: $(BUILD)/kver
 	cp /boot/vmlinuz-$$(cat $<) $@
 
-# Modules (each zstd-compressed: they stay in RAM, and the client
-# decompresses only those it loads) and, separately, the firmware they ask
-# for (each file xz-compressed, as the kernel's firmware loader reads it).
+# Modules (each xz-compressed with a dictionary no larger than the module:
+# they stay in RAM, and the client decompresses only those it loads) and,
+# separately, the firmware they ask for (each file xz-compressed, as the
+# kernel's firmware loader reads it).
 $(BUILD)/modules.cpio $(BUILD)/firmware.cpio &: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/kmod/*.go pkg/netup/diagnose.go)
 	$(GO) run ./initramfs/mkmodules -kver $$(cat $(BUILD)/kver) -list initramfs/modules.list \
 	  -o $(BUILD)/modules.cpio -firmware-out $(BUILD)/firmware.cpio
 
 # The kernel decompresses xz only with CRC32 checks. The module archive's
-# .ko.zst files do not compress further, its index files do.
+# .ko.xz files do not compress further, its index files do.
 $(BUILD)/modules.cpio.xz: $(BUILD)/modules.cpio
 	xz --check=crc32 -9e -T1 -q -c $< > $@.tmp
 	mv $@.tmp $@

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -100,14 +101,14 @@ func TestStageFakeTree(t *testing.T) {
 		names = append(names, strings.TrimPrefix(n, base))
 	}
 	sort.Strings(names)
-	want := "kernel/crypto/crct10dif-pclmul.ko.zst kernel/lib/crc-t10dif.ko.zst kernel/net/e1000e.ko.zst kernel/net/failover.ko.zst " +
-		"kernel/net/virtio_net.ko.zst kernel/scsi/sd_mod.ko.zst modules.alias modules.builtin modules.dep modules.softdep"
+	want := "kernel/crypto/crct10dif-pclmul.ko.xz kernel/lib/crc-t10dif.ko.xz kernel/net/e1000e.ko.xz kernel/net/failover.ko.xz " +
+		"kernel/net/virtio_net.ko.xz kernel/scsi/sd_mod.ko.xz modules.alias modules.builtin modules.dep modules.softdep"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("archive holds\n %s\nwant\n %s", got, want)
 	}
-	// Modules are zstd-compressed and decompress to the original (the
+	// Modules are xz-compressed and decompress to the original (the
 	// gzipped one too).
-	for name, orig := range map[string]string{"kernel/net/e1000e.ko.zst": "e1000e module", "kernel/net/virtio_net.ko.zst": "virtio_net module"} {
+	for name, orig := range map[string]string{"kernel/net/e1000e.ko.xz": "e1000e module", "kernel/net/virtio_net.ko.xz": "virtio_net module"} {
 		got, err := kmod.Decompress(bytes.NewReader(files[base+name]))
 		if err != nil || string(got) != orig {
 			t.Errorf("%s: %q, %v", name, got, err)
@@ -123,7 +124,7 @@ func TestStageFakeTree(t *testing.T) {
 	if order, err := ix.LoadOrder("sd_mod"); err != nil || strings.Join(order, " ") != "crct10dif_pclmul crc_t10dif sd_mod" {
 		t.Errorf("staged LoadOrder(sd_mod) = %v, %v", order, err)
 	}
-	if ix.Path("e1000e") != "kernel/net/e1000e.ko.zst" || ix.Has("snd") || len(ix.Match("sound-x")) != 0 {
+	if ix.Path("e1000e") != "kernel/net/e1000e.ko.xz" || ix.Has("snd") || len(ix.Match("sound-x")) != 0 {
 		t.Errorf("staged index: e1000e at %q, has snd %v", ix.Path("e1000e"), ix.Has("snd"))
 	}
 	if strings.Contains(string(files[base+"modules.softdep"]), "snd") {
@@ -188,15 +189,19 @@ func TestStageDebianKernel(t *testing.T) {
 	files := readArchive(t, out)
 	var ko []string
 	for n := range files {
-		if strings.HasSuffix(n, ".ko.zst") {
+		if strings.HasSuffix(n, ".ko.xz") {
 			ko = append(ko, filepath.Base(n))
+			// The client's decoder reads what xz wrote: an ELF module.
+			if m, err := kmod.Decompress(bytes.NewReader(files[n])); err != nil || !bytes.HasPrefix(m, []byte("\x7fELF")) {
+				t.Errorf("%s: not a module once decompressed: %v", n, err)
+			}
 		}
 		if strings.HasPrefix(n, "lib/firmware") {
 			t.Errorf("firmware %s in the modules archive", n)
 		}
 	}
 	sort.Strings(ko)
-	for _, want := range []string{"failover.ko.zst", "net_failover.ko.zst", "r8169.ko.zst", "tg3.ko.zst", "virtio_net.ko.zst"} {
+	for _, want := range []string{"failover.ko.xz", "net_failover.ko.xz", "r8169.ko.xz", "tg3.ko.xz", "virtio_net.ko.xz"} {
 		if !strings.Contains(strings.Join(ko, " "), want) {
 			t.Errorf("%s not staged: %v", want, ko)
 		}
@@ -276,4 +281,58 @@ func TestZstdFrameStatesItsSize(t *testing.T) {
 	if !strings.Contains(string(out), "Decompressed Size:") || strings.Contains(string(out), "Window Size: 8.00 MiB") {
 		t.Errorf("frame without its content size, or with an 8 MiB window:\n%s", out)
 	}
+}
+
+// An xz file written for the client or the kernel names a dictionary no
+// larger than (xz's rounding of) its data, not -9e's 64 MiB: streaming
+// decoders allocate what the header names.
+func TestXZDictionaryBoundedByData(t *testing.T) {
+	for _, n := range []int{100, 300_000, 2_500_000} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i * i >> 7)
+		}
+		c, err := xzKernel(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := kmod.Decompress(bytes.NewReader(c)); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: does not decompress to the original: %v", n, err)
+		}
+		tmp := filepath.Join(t.TempDir(), "m.ko.xz")
+		os.WriteFile(tmp, c, 0o644)
+		out, err := exec.Command("xz", "--robot", "-lvv", tmp).CombinedOutput()
+		if err != nil {
+			t.Fatalf("xz -lvv: %v\n%s", err, out)
+		}
+		dict := xzListedDict(t, string(out))
+		if limit := max(2*n, xzMinDict); dict > limit {
+			t.Errorf("%d bytes: dictionary %d bytes, want at most %d", n, dict, limit)
+		}
+	}
+}
+
+// xzListedDict returns the dictionary size in `xz --robot -lvv` output
+// ("--lzma2=dict=48KiB").
+func xzListedDict(t *testing.T, out string) int {
+	t.Helper()
+	_, rest, ok := strings.Cut(out, "--lzma2=dict=")
+	if !ok {
+		t.Fatalf("no dictionary size in:\n%s", out)
+	}
+	size := strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == '\t' || r == '\n' || r == ' ' })[0]
+	for suffix, unit := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(size, suffix); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("dictionary size %q: %v", size, err)
+			}
+			return n * unit
+		}
+	}
+	n, err := strconv.Atoi(size)
+	if err != nil {
+		t.Fatalf("dictionary size %q: %v", size, err)
+	}
+	return n
 }
