@@ -55,7 +55,7 @@ clean:
 initramfs: $(BUILD)/initramfs.img $(BUILD)/initramfs-nofirmware.img $(BUILD)/vmlinuz
 	@size() { stat -c %s "$$1"; }; mb() { awk -v b="$$1" 'BEGIN { printf "%.2f MB (%.2f MiB)", b/1e6, b/1048576 }'; }; \
 	echo "initramfs: $(BUILD)/initramfs-nofirmware.img $$(mb $$(size $(BUILD)/initramfs-nofirmware.img)) without firmware:" \
-	  "userland $$(mb $$(size $(BUILD)/userland.cpio.xz)), modules $$(mb $$(size $(BUILD)/modules.cpio.xz))"; \
+	  "userland $$(mb $$(size $(BUILD)/userland.cpio.xz)), modules $$(mb $$(size $(BUILD)/modules.cpio.zst))"; \
 	echo "initramfs: $(BUILD)/initramfs.img $$(mb $$(size $(BUILD)/initramfs.img)) with firmware $$(mb $$(size $(BUILD)/firmware.cpio));" \
 	  "kernel $$(cat $(BUILD)/kver): $(BUILD)/vmlinuz $$(mb $$(size $(BUILD)/vmlinuz))"
 
@@ -82,18 +82,21 @@ $(BUILD)/kver: FORCE
 $(BUILD)/vmlinuz: $(BUILD)/kver
 	cp /boot/vmlinuz-$$(cat $<) $@
 
-# Modules (each xz-compressed with a dictionary no larger than the module:
-# they stay in RAM, and the client decompresses only those it loads) and,
-# separately, the firmware they ask for (each file xz-compressed, as the
-# kernel's firmware loader reads it).
+# Modules, stored plain in one archive that the kernel decompresses itself
+# at boot (zstd -19, its default 8 MiB window: the kernel's decoder needs a
+# buffer of that size), and, separately, the firmware they ask for (each
+# file xz-compressed, as the kernel's firmware loader reads it). Plain
+# modules load with finit_module straight from the initramfs: no
+# decompression in Go at load time (per-file xz made network-ready seconds
+# slower under emulation), and one solid archive is smaller than per-file
+# compression (3.13 MB against 3.19 MB as xz -9e files); the price is RAM:
+# 16.9 MB unpacked instead of 3.4 MB.
 $(BUILD)/modules.cpio $(BUILD)/firmware.cpio &: $(BUILD)/kver initramfs/modules.list $(wildcard initramfs/mkmodules/*.go pkg/kmod/*.go pkg/netup/diagnose.go)
 	$(GO) run ./initramfs/mkmodules -kver $$(cat $(BUILD)/kver) -list initramfs/modules.list \
-	  -o $(BUILD)/modules.cpio -firmware-out $(BUILD)/firmware.cpio
+	  -compress none -o $(BUILD)/modules.cpio -firmware-out $(BUILD)/firmware.cpio
 
-# The kernel decompresses xz only with CRC32 checks. The module archive's
-# .ko.xz files do not compress further, its index files do.
-$(BUILD)/modules.cpio.xz: $(BUILD)/modules.cpio
-	xz --check=crc32 -9e -T1 -q -c $< > $@.tmp
+$(BUILD)/modules.cpio.zst: $(BUILD)/modules.cpio
+	zstd -19 -T1 -q -c $< > $@.tmp
 	mv $@.tmp $@
 
 # Resizable FOG images (type n): after its data, each ext2/3/4 or NTFS
@@ -139,10 +142,10 @@ $(BUILD)/image.pub: FORCE
 # The kernel unpacks every archive of a concatenation, each compressed or
 # not; an uncompressed one must start at a 4-byte aligned offset (the zero
 # padding between archives is skipped).
-$(BUILD)/initramfs-nofirmware.img: $(BUILD)/userland.cpio.xz $(BUILD)/modules.cpio.xz
+$(BUILD)/initramfs-nofirmware.img: $(BUILD)/userland.cpio.xz $(BUILD)/modules.cpio.zst
 	cp $(BUILD)/userland.cpio.xz $@.tmp
 	truncate -s %4 $@.tmp
-	cat $(BUILD)/modules.cpio.xz >> $@.tmp
+	cat $(BUILD)/modules.cpio.zst >> $@.tmp
 	mv $@.tmp $@
 
 $(BUILD)/initramfs.img: $(BUILD)/initramfs-nofirmware.img $(BUILD)/firmware.cpio

@@ -232,13 +232,33 @@ func TestImageSize(t *testing.T) {
 func TestAfterShellOnFailure(t *testing.T) {
 	lab.Require(t, "qemu-system-x86_64")
 	img := vm.BuildImage(t)
+	// A USB keyboard too: the shell must still have a keyboard once the
+	// USB host controller's driver has ended the firmware's emulation.
 	v := vm.Start(t, nil, vm.Config{Name: "client", Image: &img, NICs: []vm.NIC{{Model: "ne2k_pci"}},
+		Extra:   []string{"-device", "qemu-xhci,id=kbd", "-device", "usb-kbd,bus=kbd.0"},
 		Cmdline: "imgcast.server=10.0.2.2 imgcast.after=shell imgcast.linktimeout=3s"})
 	v.Expect(`\*\*\* imgcast FAILED \*\*\*`, 2*time.Minute)
 	v.Expect(`imgcast: debug shell \(imgcast failed\)\. Type 'exit' to leave it; then the machine will reboot\.`, 10*time.Second)
 	v.Expect(`\$ `, 10*time.Second)
 	v.Type("echo $((40+2))")
 	v.Expect(`\n42\r?\n`, 10*time.Second)
+	// The USB keyboard gets its drivers (xhci_pci, usbhid, hid_generic)
+	// while coldplug goes on behind the failure screen: poll for it.
+	hid := regexp.MustCompile(`([0-9A-F]{4}:0627:0001\.[0-9A-F]{4})|no such file`)
+	for i := 0; ; i++ {
+		v.Type("ls /sys/bus/hid/drivers/hid-generic")
+		m, err := v.Console.Expect(hid, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m[1] != "" {
+			break
+		}
+		if i == 30 {
+			t.Fatal("the USB keyboard has no HID driver 30 s after the shell started (usbhid, hid_generic in initramfs/modules.list?)")
+		}
+		time.Sleep(time.Second)
+	}
 	v.Type("exit")
 	v.Expect(`imgcast: reboot`, 10*time.Second)
 	if err := v.Wait(time.Minute); err != nil {
