@@ -40,8 +40,12 @@ import (
 type agent struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	root           string // "/", or a fake one in tests
-	moduleRoot     string
+	// console and logOut write to stdout and stderr under one lock: the
+	// imaging job's progress lines and the status reporter's log lines
+	// come from different goroutines.
+	console, logOut io.Writer
+	root            string // "/", or a fake one in tests
+	moduleRoot      string
 
 	settings *Settings
 	drivers  *kmod.Drivers
@@ -93,8 +97,23 @@ func newAgent(stdin io.Reader, stdout, stderr io.Writer) *agent {
 		keepLease:  true,
 		startLabel: "init started",
 	}
+	var mu sync.Mutex
+	a.console, a.logOut = &lockedWriter{mu: &mu, w: stdout}, &lockedWriter{mu: &mu, w: stderr}
 	a.runShell = a.shell
 	return a
+}
+
+// lockedWriter serialises writes to w with writes to other writers that
+// share mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func runAgent(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -119,7 +138,7 @@ func runAgent(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 // logf prints a progress line on the console, stamped with the guest clock
 // like the kernel's own messages.
 func (a *agent) logf(format string, args ...any) {
-	fmt.Fprintf(a.stderr, "[%8.3f] imgcast: %s\n", a.uptime().Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintf(a.logOut, "[%8.3f] imgcast: %s\n", a.uptime().Seconds(), fmt.Sprintf(format, args...))
 }
 
 func (a *agent) sysfs() string { return filepath.Join(a.root, "sys") }

@@ -49,7 +49,7 @@ func (a *agent) imagingConfig() imaging.Config {
 		ReportURL:          s.Report,
 		SessionURL:         s.Session,
 		MAC:                a.network.NIC.MAC.String(),
-		Console:            a.stdout,
+		Console:            a.console,
 		ConsoleTTY:         isTerminal(a.stdout),
 		Logf:               a.logf,
 		Debugf:             a.debugf(),
@@ -134,7 +134,7 @@ func (a *agent) checkMulticast(ctx context.Context, reportURL string) *status.Mu
 		opt.Server = s.String()
 	}
 	a.logf("multicast check against %s on %s", opt.Server, opt.Interface)
-	res, err := a.mcastCheck(ctx, opt, func(line string) { fmt.Fprintln(a.stdout, line) })
+	res, err := a.mcastCheck(ctx, opt, func(line string) { fmt.Fprintln(a.console, line) })
 	var m *status.MulticastCheck
 	switch {
 	case ctx.Err() != nil:
