@@ -8,6 +8,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,8 +36,9 @@ func newTestAgent(t *testing.T, stdin io.Reader, netUp func(context.Context, net
 	a.keepLease = false
 	a.runShell = func() error { ta.shells++; return nil }
 	a.powerDo = func(p power.Action) error { ta.powers = append(ta.powers, p); return nil }
-	clock := 3 * time.Second
-	a.uptime = func() time.Duration { clock += 100 * time.Millisecond; return clock }
+	var clock atomic.Int64 // logf runs on the job's and the reporter's goroutines
+	clock.Store(int64(3 * time.Second))
+	a.uptime = func() time.Duration { return time.Duration(clock.Add(int64(100 * time.Millisecond))) }
 	a.initStart = 2 * time.Second
 	ta.agent = a
 	return ta

@@ -13,7 +13,11 @@ const (
 	DefaultReceiveBuffer    = 4 << 20
 	DefaultMemoryLimit      = 16 << 20
 	DefaultProgressInterval = 500 * time.Millisecond
-	DefaultConnectRetry     = time.Second
+	// DefaultConnectRetry is short enough that, with its random
+	// lengthening, a repeat after a lost CONNECT_REPLY still reaches a
+	// udp-sender before it starts the transfer (2 s after the last
+	// connection), after which it no longer answers.
+	DefaultConnectRetry = 500 * time.Millisecond
 	// MaxConnectRetry caps the interval between repeated CONNECT_REQs.
 	MaxConnectRetry = 2 * time.Minute
 )
@@ -62,7 +66,8 @@ type Config struct {
 	// --async udp-sender repeats its HELLO only after a second in which
 	// nothing reached it, which receivers repeating every second would
 	// never grant it. Once a HELLO was heard, repeats go only to the
-	// sender that sent it. 0 means 1 s, negative means never repeat.
+	// sender that sent it. 0 means DefaultConnectRetry, negative means never
+	// repeat.
 	ConnectRetry time.Duration
 	// IGMPReportInterval is how often the receiver sends its own IGMP
 	// membership report for each group it joined, so that a switch that
