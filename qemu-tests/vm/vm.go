@@ -373,7 +373,7 @@ func driveArgs(drives []Drive, first int) []string {
 		}
 		switch d.Bus {
 		case "", "virtio":
-			args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=d%d%s", i, blocks))
+			args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=d%d,serial=IMGCAST%04d%s", i, i, blocks))
 		case "nvme":
 			args = append(args, "-device", fmt.Sprintf("nvme,drive=d%d,serial=IMGCAST%04d%s", i, i, blocks))
 		case "ahci":
