@@ -5,10 +5,10 @@
 # CRC32 checksums) and zstd. Runs alternate, each writing a fresh
 # pre-sized target file and ending with its fsync; the medians and their
 # ratio are printed. The same image is also restored as a one-partition
-# image folder with `imgcast restore-disk`, once plain and once signed
-# (imgcast sign; restore-disk -pubkey verifies every 4 MiB chunk before it
-# is decompressed), which gives the cost of manifest verification. Not a
-# test: it only reports.
+# image folder with `imgcast restore-disk`, plain and signed (imgcast sign;
+# restore-disk -pubkey verifies every 4 MiB chunk before it is
+# decompressed) in back-to-back pairs (PAIRS, default twice ROUNDS), which
+# gives the cost of manifest verification. Not a test: it only reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
@@ -16,14 +16,35 @@ work=${BENCH_DIR:-build/bench}
 mkdir -p "$work"
 go build -o "$work/imgcast" ./cmds/imgcast
 
-img=$work/fs.pcl.zst
+# BENCH_FIXTURE picks the filesystem's contents: "mixed" (the default;
+# random and base64 data, compresses only to ~85 %: the worst case for
+# verification, which hashes the compressed bytes) or "system" (~900 MB of
+# this machine's own libraries, locales and Python modules, like an OS
+# partition).
+fixture=${BENCH_FIXTURE:-mixed}
+case $fixture in
+mixed) img=$work/fs.pcl.zst folders=$work/folder key=$work/key ;;
+system) img=$work/fs-system.pcl.zst folders=$work/folder-system key=$work/key-system ;;
+*) echo "bench: BENCH_FIXTURE must be mixed or system, not $fixture" >&2; exit 1 ;;
+esac
 if [[ ! -s $img ]]; then
-  echo "bench: building the 1 GiB ext4 fixture (once; kept in $work)"
+  echo "bench: building the 1 GiB ext4 fixture '$fixture' (once; kept in $work)"
   rm -rf "$work/tree" "$work/fs.img"
   mkdir -p "$work/tree"
-  # ~380 MiB of incompressible data and ~520 MiB of text-like data.
-  for i in $(seq 1 19); do head -c 20M /dev/urandom > "$work/tree/random$i.bin"; done
-  for i in $(seq 1 13); do head -c 30M /dev/urandom | base64 > "$work/tree/text$i.txt"; done
+  if [[ $fixture == mixed ]]; then
+    # ~380 MiB of incompressible data and ~520 MiB of text-like data.
+    for i in $(seq 1 19); do head -c 20M /dev/urandom > "$work/tree/random$i.bin"; done
+    for i in $(seq 1 13); do head -c 30M /dev/urandom | base64 > "$work/tree/text$i.txt"; done
+  else
+    # Whole directories, in this order, while the tree stays under 900 MB.
+    for d in /usr/lib/x86_64-linux-gnu /usr/share/locale /usr/lib/python3* /usr/bin /usr/share/doc; do
+      [[ -d $d ]] || continue
+      if (($(du -sm "$work/tree" | cut -f1) + $(du -sm "$d" | cut -f1) > 900)); then continue; fi
+      mkdir -p "$work/tree$(dirname "$d")"
+      cp -a "$d" "$work/tree$d"
+    done
+    echo "bench: fixture tree $(du -sm "$work/tree" | cut -f1) MB"
+  fi
   truncate -s 1G "$work/fs.img"
   mkfs.ext4 -q -F -E nodiscard -b 4096 -d "$work/tree" "$work/fs.img"
   rm -rf "$work/tree"
@@ -33,15 +54,15 @@ if [[ ! -s $img ]]; then
 fi
 
 # The signed folder: the same image as d1p1.img of a 1 GiB partition.
-folder=$work/folder/bench
+folder=$folders/bench
 if [[ ! -s $folder/d1.manifest || $folder/d1p1.img -ot "$img" ]]; then
-  rm -rf "$work/folder" "$work/key.key" "$work/key.pub"
+  rm -rf "$folders" "$key.key" "$key.pub"
   mkdir -p "$folder"
   ln "$img" "$folder/d1p1.img" 2>/dev/null || cp "$img" "$folder/d1p1.img"
   printf 'label: dos\nunit: sectors\n\n/dev/sda1 : start=2048, size=2097152, type=83\n' > "$folder/d1.partitions"
-  "$work/imgcast" keygen "$work/key" >/dev/null
+  "$work/imgcast" keygen "$key" >/dev/null
   t0=$(date +%s.%N)
-  "$work/imgcast" sign -key "$work/key.key" "$folder"
+  "$work/imgcast" sign -key "$key.key" "$folder"
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "signing took %.2f s\n", b - a}'
 fi
@@ -69,44 +90,49 @@ timed() {
 }
 
 declare -a theirs_wall theirs_cpu ours_wall ours_cpu plain_wall plain_cpu signed_wall signed_cpu cost_wall cost_cpu
+fresh_theirs() { rm -f "$theirs_out"; truncate -s 1G "$theirs_out"; sync; }
 for ((r = 1; r <= rounds; r++)); do
-  fresh
-  timed theirs "zstd -dc '$img' | partclone.restore -s - -O '$target' -C -L '$work/restore.log'"
+  fresh_theirs
+  timed theirs "zstd -dc '$img' | partclone.restore -s - -O '$theirs_out' -C -L '$work/restore.log'"
   fresh
   timed ours "'$work/imgcast' restore-partition -q '$img' '$target'"
-  # Plain and signed alternate which goes first, so a drift in the
-  # machine's speed does not favour one of them.
-  if ((r % 2)); then
-    fresh_disk
-    timed plain "'$work/imgcast' restore-disk -q '$folder' '$disk'"
-    fresh_disk
-    timed signed "'$work/imgcast' restore-disk -q -pubkey '$work/key.pub' '$folder' '$disk'"
+  echo "round $r (wall/cpu s): zstd|partclone.restore ${theirs_wall[-1]}/${theirs_cpu[-1]}," \
+    "imgcast restore-partition ${ours_wall[-1]}/${ours_cpu[-1]}"
+done
+# The figures mean nothing unless both wrote the same bytes.
+cmp "$target" "$theirs_out"
+rm -f "$target"
+
+# Verification cost: plain and signed restore-disk in pairs, back to back
+# with nothing else in between, alternating which goes first. In the
+# rounds above, with the C pipeline and restore-partition between them,
+# the shared machine made one or the other take twice its CPU time in
+# half of the rounds; in tight pairs that happens far less often.
+pairs=${PAIRS:-$((2 * rounds))}
+plain_cmd="'$work/imgcast' restore-disk -q '$folder' '$disk'"
+signed_cmd="'$work/imgcast' restore-disk -q -pubkey '$key.pub' '$folder' '$disk'"
+for ((p = 1; p <= pairs; p++)); do
+  if ((p % 2)); then
+    fresh_disk; timed plain "$plain_cmd"
+    fresh_disk; timed signed "$signed_cmd"
   else
-    fresh_disk
-    timed signed "'$work/imgcast' restore-disk -q -pubkey '$work/key.pub' '$folder' '$disk'"
-    fresh_disk
-    timed plain "'$work/imgcast' restore-disk -q '$folder' '$disk'"
+    fresh_disk; timed signed "$signed_cmd"
+    fresh_disk; timed plain "$plain_cmd"
   fi
   cost_wall+=("$(awk -v a="${signed_wall[-1]}" -v b="${plain_wall[-1]}" 'BEGIN {printf "%.4f", a / b}')")
   cost_cpu+=("$(awk -v a="${signed_cpu[-1]}" -v b="${plain_cpu[-1]}" 'BEGIN {printf "%.4f", a / b}')")
-  echo "round $r (wall/cpu s): zstd|partclone.restore ${theirs_wall[-1]}/${theirs_cpu[-1]}," \
-    "imgcast restore-partition ${ours_wall[-1]}/${ours_cpu[-1]}, restore-disk ${plain_wall[-1]}/${plain_cpu[-1]}," \
-    "restore-disk signed ${signed_wall[-1]}/${signed_cpu[-1]}"
+  echo "pair $p (wall/cpu s): restore-disk ${plain_wall[-1]}/${plain_cpu[-1]}, restore-disk signed ${signed_wall[-1]}/${signed_cpu[-1]}"
 done
-# The figures mean nothing unless all wrote the same bytes: $target holds
-# restore-partition's output of the last round and $disk the signed
-# restore-disk's; compare both with partclone's.
-rm -f "$theirs_out"
-truncate -s 1G "$theirs_out"
-zstd -dc "$img" | partclone.restore -s - -O "$theirs_out" -C -L "$work/restore.log" >/dev/null 2>&1
-cmp "$target" "$theirs_out"
+# The signed restore must have written the same partition too.
+fresh_disk
+bash -euo pipefail -c "$signed_cmd" >/dev/null
 cmp -i 1048576:0 -n 1073741824 "$disk" "$theirs_out"
-echo "outputs: identical (cmp; the signed restore-disk's partition too)"
-rm -f "$target" "$theirs_out" "$disk"
+echo "outputs: identical (cmp: restore-partition's and the signed restore-disk's partition against partclone's)"
+rm -f "$theirs_out" "$disk"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 size=$(stat -c %s "$img")
-echo "image: $(basename "$img"), $size bytes compressed; medians of $rounds rounds"
+echo "image: $(basename "$img") (fixture $fixture), $size bytes compressed; medians of $rounds rounds, restore-disk of $pairs pairs"
 printf '%-32s %8s %8s\n' "" "wall s" "cpu s"
 for v in theirs:"zstd -dc | partclone.restore" ours:"imgcast restore-partition" plain:"imgcast restore-disk" signed:"imgcast restore-disk -pubkey"; do
   name=${v%%:*}
@@ -121,8 +147,8 @@ awk -v a="$m_signed_wall" -v b="$m_plain_wall" -v c="$m_signed_cpu" -v d="$m_pla
   'BEGIN {printf "manifest verification cost, ratio of medians: %+.1f%% wall, %+.1f%% cpu (signed / plain restore-disk)\n", (a / b - 1) * 100, (c / d - 1) * 100}'
 awk -v a="$(median "${cost_wall[@]}")" -v c="$(median "${cost_cpu[@]}")" \
   'BEGIN {printf "manifest verification cost, median of per-round ratios: %+.1f%% wall, %+.1f%% cpu\n", (a - 1) * 100, (c - 1) * 100}'
-# On a shared machine some runs take twice the CPU time for the same work
-# (other tenants); the best run of each is the least disturbed figure.
+# On a shared machine some runs take twice the CPU time for the same work;
+# the best run of each is the least disturbed figure.
 best() { printf '%s\n' "$@" | sort -n | head -1; }
 awk -v a="$(best "${signed_wall[@]}")" -v b="$(best "${plain_wall[@]}")" -v c="$(best "${signed_cpu[@]}")" -v d="$(best "${plain_cpu[@]}")" \
   'BEGIN {printf "manifest verification cost, best of rounds: %.2f s vs %.2f s (%+.1f%%) wall, %.2f s vs %.2f s (%+.1f%%) cpu\n", a, b, (a / b - 1) * 100, c, d, (c / d - 1) * 100}'
