@@ -73,8 +73,9 @@ targets=${BENCH_TARGET_DIR:-$work}
 target=$targets/target.raw
 theirs_out=$targets/target-partclone.raw
 disk=$targets/disk.raw
-fresh() { rm -f "$target"; truncate -s 1G "$target"; sync; }
-fresh_disk() { rm -f "$disk"; truncate -s $((1024 + 2))M "$disk"; sync; }
+# fresh FILE SIZE: a new pre-sized target, with nothing of the last run
+# left to write back.
+fresh() { rm -f "$1"; truncate -s "$2" "$1"; sync; }
 # timed NAME CMD...: runs CMD (a pipeline inside bash -c) and appends its wall
 # time to NAME_wall and its CPU time (user+sys of every process) to NAME_cpu.
 # On a shared machine the CPU time is the steadier of the two.
@@ -90,11 +91,10 @@ timed() {
 }
 
 declare -a theirs_wall theirs_cpu ours_wall ours_cpu plain_wall plain_cpu signed_wall signed_cpu cost_wall cost_cpu
-fresh_theirs() { rm -f "$theirs_out"; truncate -s 1G "$theirs_out"; sync; }
 for ((r = 1; r <= rounds; r++)); do
-  fresh_theirs
+  fresh "$theirs_out" 1G
   timed theirs "zstd -dc '$img' | partclone.restore -s - -O '$theirs_out' -C -L '$work/restore.log'"
-  fresh
+  fresh "$target" 1G
   timed ours "'$work/imgcast' restore-partition -q '$img' '$target'"
   echo "round $r (wall/cpu s): zstd|partclone.restore ${theirs_wall[-1]}/${theirs_cpu[-1]}," \
     "imgcast restore-partition ${ours_wall[-1]}/${ours_cpu[-1]}"
@@ -113,18 +113,18 @@ plain_cmd="'$work/imgcast' restore-disk -q '$folder' '$disk'"
 signed_cmd="'$work/imgcast' restore-disk -q -pubkey '$key.pub' '$folder' '$disk'"
 for ((p = 1; p <= pairs; p++)); do
   if ((p % 2)); then
-    fresh_disk; timed plain "$plain_cmd"
-    fresh_disk; timed signed "$signed_cmd"
+    fresh "$disk" 1026M; timed plain "$plain_cmd"
+    fresh "$disk" 1026M; timed signed "$signed_cmd"
   else
-    fresh_disk; timed signed "$signed_cmd"
-    fresh_disk; timed plain "$plain_cmd"
+    fresh "$disk" 1026M; timed signed "$signed_cmd"
+    fresh "$disk" 1026M; timed plain "$plain_cmd"
   fi
   cost_wall+=("$(awk -v a="${signed_wall[-1]}" -v b="${plain_wall[-1]}" 'BEGIN {printf "%.4f", a / b}')")
   cost_cpu+=("$(awk -v a="${signed_cpu[-1]}" -v b="${plain_cpu[-1]}" 'BEGIN {printf "%.4f", a / b}')")
   echo "pair $p (wall/cpu s): restore-disk ${plain_wall[-1]}/${plain_cpu[-1]}, restore-disk signed ${signed_wall[-1]}/${signed_cpu[-1]}"
 done
 # The signed restore must have written the same partition too.
-fresh_disk
+fresh "$disk" 1026M
 bash -euo pipefail -c "$signed_cmd" >/dev/null
 cmp -i 1048576:0 -n 1073741824 "$disk" "$theirs_out"
 echo "outputs: identical (cmp: restore-partition's and the signed restore-disk's partition against partclone's)"
@@ -146,9 +146,9 @@ echo "ratio signed restore-disk / C (wall):     $(ratio "$m_signed_wall" "$m_the
 awk -v a="$m_signed_wall" -v b="$m_plain_wall" -v c="$m_signed_cpu" -v d="$m_plain_cpu" \
   'BEGIN {printf "manifest verification cost, ratio of medians: %+.1f%% wall, %+.1f%% cpu (signed / plain restore-disk)\n", (a / b - 1) * 100, (c / d - 1) * 100}'
 awk -v a="$(median "${cost_wall[@]}")" -v c="$(median "${cost_cpu[@]}")" \
-  'BEGIN {printf "manifest verification cost, median of per-round ratios: %+.1f%% wall, %+.1f%% cpu\n", (a - 1) * 100, (c - 1) * 100}'
+  'BEGIN {printf "manifest verification cost, median of per-pair ratios: %+.1f%% wall, %+.1f%% cpu\n", (a - 1) * 100, (c - 1) * 100}'
 # On a shared machine some runs take twice the CPU time for the same work;
 # the best run of each is the least disturbed figure.
 best() { printf '%s\n' "$@" | sort -n | head -1; }
 awk -v a="$(best "${signed_wall[@]}")" -v b="$(best "${plain_wall[@]}")" -v c="$(best "${signed_cpu[@]}")" -v d="$(best "${plain_cpu[@]}")" \
-  'BEGIN {printf "manifest verification cost, best of rounds: %.2f s vs %.2f s (%+.1f%%) wall, %.2f s vs %.2f s (%+.1f%%) cpu\n", a, b, (a / b - 1) * 100, c, d, (c / d - 1) * 100}'
+  'BEGIN {printf "manifest verification cost, best run of each: %.2f s vs %.2f s (%+.1f%%) wall, %.2f s vs %.2f s (%+.1f%%) cpu\n", a, b, (a / b - 1) * 100, c, d, (c / d - 1) * 100}'
