@@ -29,7 +29,7 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	mode := fs.String("mode", "multicast", "multicast (udpcast streams) or unicast (the files over HTTP)")
-	disk := fs.String("disk", "", "disk (/dev/...) or image file to write; default: chosen by the rule of imgcast.disk's README entry")
+	disk := fs.String("disk", "", "disk (/dev/... or serial:SERIAL) or image file to write; default: chosen by the rule of imgcast.disk's README entry")
 	diskTimeout := fs.Duration("disk-timeout", 10*time.Second, "how long to wait for a /dev disk to appear")
 	portBase := fs.Int("portbase", 9000, "udpcast port base of the first partition (when the server lists no session streams: partition i uses +2*i)")
 	iface := fs.String("interface", "", "NIC to receive on (default: as udp-receiver chooses)")
@@ -100,11 +100,11 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return runImaging(ctx, cfg)
 }
 
-// diskFlag is -disk's disk source: a /dev disk is waited for and its size
-// checked, like imgcast.disk; another path is an image file used as it
-// is; none is the agent's choice rule.
+// diskFlag is -disk's disk source: a /dev disk or serial:SERIAL is waited
+// for and its size checked, like imgcast.disk; another path is an image
+// file used as it is; none is the agent's choice rule.
 func diskFlag(path string, timeout time.Duration) imaging.DiskSource {
-	if path != "" && !strings.HasPrefix(path, "/dev/") {
+	if path != "" && !strings.HasPrefix(path, "/dev/") && !strings.HasPrefix(path, inventory.SerialPrefix) {
 		return imaging.DiskPath(path)
 	}
 	return inventory.DiskWait{Root: "/", Named: path, Timeout: timeout}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgcast/imgcast/pkg/inventory"
 	"github.com/u-root/u-root/pkg/shlex"
 )
 
@@ -113,10 +114,10 @@ var settingKeys = []settingKey{
 			s.PortBase = p
 			return nil
 		}},
-	{"imgcast.disk", "DEVICE", "", "the disk to write, e.g. /dev/nvme0n1 (waited for up to imgcast.disktimeout, then its size is checked); default: chosen once the storage drivers have found their disks — among the non-removable, non-USB disks large enough for the image, NVMe first, then SATA/SAS/SCSI (sd*), then virtio (vd*), then the rest, each in kernel name order",
+	{"imgcast.disk", "DEVICE|serial:SERIAL", "", "the disk to write, by path (/dev/nvme0n1) or by the serial number the console and reports show (serial:S4EVNX0N123456; kernel names can change between boots of a machine with several disks) — waited for up to imgcast.disktimeout, then its size is checked; default: chosen once the storage drivers have found their disks — among the non-removable, non-USB disks large enough for the image, NVMe first, then SATA/SAS/SCSI (sd*), then virtio (vd*), then the rest, each in kernel name order",
 		func(s *Settings, v string) error {
-			if !strings.HasPrefix(v, "/dev/") {
-				return fmt.Errorf("%q is not a /dev path", v)
+			if err := inventory.CheckDiskName(v); err != nil {
+				return err
 			}
 			s.Disk = v
 			return nil

@@ -50,7 +50,7 @@ func TestParseSettings(t *testing.T) {
 				return s.After == AfterPowerOff && s.PortBase == 9000 && s.Mode == ModeMulticast
 			},
 			[]string{"unknown setting imgcast.sever", "imgcast.portbase: \"9001\" is not an even port", "imgcast.mode: \"fast\"",
-				"imgcast.disk: \"sda\" is not a /dev path", "imgcast.linktimeout: \"soon\"", "imgcast.mac has no value"}},
+				"imgcast.disk: \"sda\" is neither a /dev path nor serial:SERIAL", "imgcast.linktimeout: \"soon\"", "imgcast.mac has no value"}},
 		{"multicast diagnosis and rolling sessions", "imgcast.mcastcheck=1 imgcast.igmpinterval=30 imgcast.sessionwait=45m",
 			func(s *Settings) bool {
 				return s.MulticastCheck && s.IGMPInterval == 30*time.Second && s.SessionWait == 45*time.Minute &&
@@ -60,6 +60,8 @@ func TestParseSettings(t *testing.T) {
 			func(s *Settings) bool { return s.IGMPInterval == 0 && igmpReportInterval(s.IGMPInterval) < 0 }, nil},
 		{"bad multicast settings", "imgcast.mcastcheck=yes imgcast.igmpinterval=-5 imgcast.sessionwait=later", nil,
 			[]string{`imgcast.mcastcheck: "yes" is not 0 or 1`, `imgcast.igmpinterval: "-5" is not a number of seconds`, `imgcast.sessionwait: "later"`}},
+		{"disk by serial", "imgcast.disk=serial:S4EVNX0N123456", func(s *Settings) bool { return s.Disk == "serial:S4EVNX0N123456" }, nil},
+		{"disk by serial, none given", "imgcast.disk=serial:", nil, []string{`imgcast.disk: "serial:" gives no serial number`}},
 		{"bad server and URL", "imgcast.server=fileserver imgcast.image=nfs://x/y", nil,
 			[]string{"imgcast.server: \"fileserver\" is not an IPv4", "imgcast.image: \"nfs://x/y\" is not an http(s) URL"}},
 	} {

@@ -19,8 +19,9 @@ const DefaultSettle = time.Second
 type DiskWait struct {
 	// Root is the root of the tree sysfs is read from ("/" on a machine).
 	Root string
-	// Named is the disk the operator named (imgcast.disk=/dev/sda); empty
-	// lets ChooseDisk choose.
+	// Named is the disk the operator named (imgcast.disk=/dev/sda or
+	// imgcast.disk=serial:SERIAL, see CheckDiskName); empty lets
+	// ChooseDisk choose.
 	Named string
 	// Timeout bounds the whole wait (imgcast.disktimeout).
 	Timeout time.Duration
@@ -76,10 +77,18 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 		}
 		disks, _ := ReadDisks(w.Root)
 		if w.Named != "" {
-			if d, ok := named(disks, w.Named); ok {
+			d, ok, err := named(disks, w.Named)
+			if err != nil {
+				return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Disks: disks, Err: err}
+			}
+			if ok {
 				if d.SizeBytes < minSize {
+					label := w.Named
+					if label != d.Path {
+						label += " (" + d.Path + ")"
+					}
 					return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Disks: disks,
-						Err: fmt.Errorf("disk %s has %s, the image needs %s", w.Named, bytesize.Format(d.SizeBytes), bytesize.Format(minSize))}
+						Err: fmt.Errorf("disk %s has %s, the image needs %s", label, bytesize.Format(d.SizeBytes), bytesize.Format(minSize))}
 				}
 				return d, nil
 			}
@@ -110,8 +119,10 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 		case <-settleTimer.C:
 		case <-deadline.C:
 			disks, _ = ReadDisks(w.Root)
-			if d, ok := named(disks, w.Named); ok && d.SizeBytes >= minSize {
-				return d, nil // appeared without an event
+			if w.Named != "" {
+				if d, ok, err := named(disks, w.Named); err == nil && ok && d.SizeBytes >= minSize {
+					return d, nil // appeared without an event
+				}
 			}
 			if w.Named == "" {
 				if d, err := ChooseDisk(disks, minSize); err == nil {
@@ -125,17 +136,68 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 	}
 }
 
-func named(disks []Disk, path string) (Disk, bool) {
+// SerialPrefix starts a disk name that gives the disk's serial number
+// (imgcast.disk=serial:S4EVNX0N123456). Kernel names follow the order in
+// which drivers probe, which can change between boots of a machine with
+// several disks of one kind, and the initramfs has no udev to make
+// /dev/disk/by-id links; the serial stays with the drive.
+const SerialPrefix = "serial:"
+
+// CheckDiskName checks a name DiskWait.Named takes: a /dev path or
+// SerialPrefix and a serial number.
+func CheckDiskName(name string) error {
+	if serial, ok := strings.CutPrefix(name, SerialPrefix); ok {
+		if strings.TrimSpace(serial) == "" {
+			return fmt.Errorf("%q gives no serial number", name)
+		}
+		return nil
+	}
+	if !strings.HasPrefix(name, "/dev/") {
+		return fmt.Errorf("%q is neither a /dev path nor serial:SERIAL", name)
+	}
+	return nil
+}
+
+// named finds the disk name (a /dev path or serial:SERIAL) stands for
+// among disks. A serial that more than one disk reports is an error: some
+// USB bridges and cheap drives all report the same one.
+func named(disks []Disk, name string) (Disk, bool, error) {
+	if serial, ok := strings.CutPrefix(name, SerialPrefix); ok {
+		want := normalizeSerial(serial)
+		var found []Disk
+		for _, d := range disks {
+			if d.Serial != "" && normalizeSerial(d.Serial) == want {
+				found = append(found, d)
+			}
+		}
+		switch len(found) {
+		case 0:
+			return Disk{}, false, nil
+		case 1:
+			return found[0], true, nil
+		}
+		paths := make([]string, len(found))
+		for i, d := range found {
+			paths[i] = d.Path
+		}
+		return Disk{}, false, fmt.Errorf("%d disks report serial %q (%s): name the disk by its /dev path instead",
+			len(found), strings.TrimSpace(serial), strings.Join(paths, ", "))
+	}
+	path := name
 	if resolved, err := filepath.EvalSymlinks(path); err == nil && strings.HasPrefix(resolved, "/dev/") {
 		path = resolved // /dev/disk/by-id/… names
 	}
 	for _, d := range disks {
 		if d.Path == path {
-			return d, true
+			return d, true, nil
 		}
 	}
-	return Disk{}, false
+	return Disk{}, false, nil
 }
+
+// normalizeSerial is the form serials are compared in: drives pad them
+// with spaces, and operators type them in either case.
+func normalizeSerial(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 func disksKey(disks []Disk) string {
 	var b strings.Builder
@@ -216,5 +278,5 @@ func (e *DiskError) Unwrap() error { return e.Err }
 
 // Hint says what to check.
 func (e *DiskError) Hint() string {
-	return "is the disk controller's driver in the image (dmesg, lsmod, pci -n)? name the disk with imgcast.disk=/dev/..., or wait longer with imgcast.disktimeout"
+	return "is the disk controller's driver in the image (dmesg, lsmod, pci -n)? name the disk with imgcast.disk=/dev/... or imgcast.disk=serial:SERIAL, or wait longer with imgcast.disktimeout"
 }

@@ -197,6 +197,61 @@ func TestWaitDiskNamed(t *testing.T) {
 	})
 }
 
+// A disk named by serial: kernel names follow probe order, the serial
+// stays with the drive.
+func TestWaitDiskNamedBySerial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		root := emptyRoot(t)
+		addDisk(t, root, "nvme0n1", "4096")
+		setFile(t, root, "sys/block/nvme0n1/device/serial", "S4EVNX0N111111      \n") // NVMe pads with spaces
+		ev := newEvents()
+		res := waitInBackground(DiskWait{Root: root, Named: "serial:s4evnx0n222222", Timeout: 10 * time.Second, Changed: ev.Changed}, 1<<20)
+		time.Sleep(3 * time.Second)
+		addDisk(t, root, "nvme1n1", "8192")
+		setFile(t, root, "sys/block/nvme1n1/device/serial", "S4EVNX0N222222      \n")
+		ev.fire()
+		r := <-res
+		if r.err != nil || r.d.Path != "/dev/nvme1n1" || r.at != 3*time.Second {
+			t.Fatalf("WaitDisk = %+v after %s, %v; want /dev/nvme1n1 as soon as it appears", r.d, r.at, r.err)
+		}
+
+		for _, tt := range []struct {
+			name, serial string
+			min          uint64
+			want         string // the disk's path, or a part of the error
+		}{
+			{"exact", "serial:S4EVNX0N111111", 0, "/dev/nvme0n1"},
+			{"case and spaces", "serial: s4evnx0n111111 ", 0, "/dev/nvme0n1"},
+			{"too small", "serial:S4EVNX0N111111", 1 << 30, "disk serial:S4EVNX0N111111 (/dev/nvme0n1) has 2 MiB, the image needs 1 GiB"},
+			{"absent", "serial:S4EVNX0N333333", 0, "disk serial:S4EVNX0N333333 not found after 1s"},
+			{"a prefix is not a match", "serial:S4EVNX0N", 0, "not found"},
+			{"a path is not a serial", "serial:/dev/nvme0n1", 0, "not found"},
+		} {
+			d, err := DiskWait{Root: root, Named: tt.serial, Timeout: time.Second}.WaitDisk(context.Background(), tt.min)
+			if strings.HasPrefix(tt.want, "/dev/") {
+				if err != nil || d.Path != tt.want {
+					t.Errorf("%s: WaitDisk = %s, %v; want %s", tt.name, d.Path, err, tt.want)
+				}
+				continue
+			}
+			var de *DiskError
+			if !errors.As(err, &de) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s: err = %v; want a DiskError with %q", tt.name, err, tt.want)
+			}
+		}
+
+		// Two drives behind one USB bridge may report one serial: neither
+		// is taken, at once, and the error names both.
+		addDisk(t, root, "sda", "8192")
+		setFile(t, root, "sys/block/sda/device/vpd_pg80", "\x00\x80\x00\x0eS4EVNX0N111111")
+		start := time.Now()
+		_, err := DiskWait{Root: root, Named: "serial:S4EVNX0N111111", Timeout: 10 * time.Second}.WaitDisk(context.Background(), 0)
+		if err == nil || !strings.Contains(err.Error(), `2 disks report serial "S4EVNX0N111111" (/dev/nvme0n1, /dev/sda)`) || time.Since(start) != 0 {
+			t.Errorf("a serial two disks report: %v after %s", err, time.Since(start))
+		}
+	})
+}
+
 func TestWaitDiskTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		root := emptyRoot(t)
