@@ -65,11 +65,12 @@ declare -A want=(
 
 # Firmware the initramfs's NIC drivers ask for (mkmodules ships exactly the
 # files they name): Debian keeps it in the non-free-firmware component.
-# The file each package must provide -> the package.
+# The file each package must provide -> the package. Only drivers in
+# initramfs/modules.list: one added there that needs firmware (bnx2x: the
+# package firmware-bnx2x) needs its package here too.
 declare -A firmware=(
   [/lib/firmware/rtl_nic/rtl8168h-2.fw]=firmware-realtek
   [/lib/firmware/bnx2/bnx2-mips-09-6.2.1b.fw]=firmware-bnx2
-  [/lib/firmware/bnx2x/bnx2x-e2-7.13.15.0.fw]=firmware-bnx2x
   [/lib/firmware/tigon/tg3_tso5.bin]=firmware-misc-nonfree
 )
 
