@@ -7,8 +7,9 @@
 # ratio are printed. The same image is also restored as a one-partition
 # image folder with `imgcast restore-disk`, plain and signed (imgcast sign;
 # restore-disk -pubkey verifies every 4 MiB chunk before it is
-# decompressed) in back-to-back pairs (PAIRS, default twice ROUNDS), which
-# gives the cost of manifest verification. Not a test: it only reports.
+# decompressed) in back-to-back pairs (PAIRS, default 20), which gives the
+# cost of manifest verification: the median of the per-pair ratios, with a
+# 95 % confidence interval. Not a test: it only reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
@@ -108,7 +109,7 @@ rm -f "$target"
 # rounds above, with the C pipeline and restore-partition between them,
 # the shared machine made one or the other take twice its CPU time in
 # half of the rounds; in tight pairs that happens far less often.
-pairs=${PAIRS:-$((2 * rounds))}
+pairs=${PAIRS:-20}
 plain_cmd="'$work/imgcast' restore-disk -q '$folder' '$disk'"
 signed_cmd="'$work/imgcast' restore-disk -q -pubkey '$key.pub' '$folder' '$disk'"
 for ((p = 1; p <= pairs; p++)); do
@@ -145,8 +146,23 @@ echo "ratio imgcast / C pipeline (wall):        $(ratio "$m_ours_wall" "$m_their
 echo "ratio signed restore-disk / C (wall):     $(ratio "$m_signed_wall" "$m_theirs_wall")"
 awk -v a="$m_signed_wall" -v b="$m_plain_wall" -v c="$m_signed_cpu" -v d="$m_plain_cpu" \
   'BEGIN {printf "manifest verification cost, ratio of medians: %+.1f%% wall, %+.1f%% cpu (signed / plain restore-disk)\n", (a / b - 1) * 100, (c / d - 1) * 100}'
-awk -v a="$(median "${cost_wall[@]}")" -v c="$(median "${cost_cpu[@]}")" \
-  'BEGIN {printf "manifest verification cost, median of per-pair ratios: %+.1f%% wall, %+.1f%% cpu\n", (a - 1) * 100, (c - 1) * 100}'
+# median_ci VALUES...: the median with a distribution-free 95 % confidence
+# interval: with n values, the k-th smallest to the k-th largest, k =
+# (n - 1.96 sqrt(n)) / 2 rounded up (ranks 6 and 15 of 20, 14 and 27 of
+# 40; the binomial distribution's order statistics). It assumes nothing
+# about the noise except that pairs are independent and each is as likely
+# to come out above the true median as below it.
+median_ci() {
+  printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1}
+    END {
+      m = a[int((NR + 1) / 2)]
+      x = (NR - 1.96 * sqrt(NR)) / 2
+      k = int(x) + (x > int(x))
+      if (k < 1) printf "%+.1f%% (too few pairs for a 95%% interval)", (m - 1) * 100
+      else printf "%+.1f%% (95%% interval %+.1f%% to %+.1f%%, %d pairs)", (m - 1) * 100, (a[k] - 1) * 100, (a[NR + 1 - k] - 1) * 100, NR
+    }'
+}
+echo "manifest verification cost, median of per-pair ratios: wall $(median_ci "${cost_wall[@]}"), cpu $(median_ci "${cost_cpu[@]}")"
 # On a shared machine some runs take twice the CPU time for the same work;
 # the best run of each is the least disturbed figure.
 best() { printf '%s\n' "$@" | sort -n | head -1; }
