@@ -120,6 +120,9 @@ type Server struct {
 	// stopGrace is how long a sender may take to exit after SIGTERM
 	// before it is killed.
 	stopGrace time.Duration
+	// httpGrace is how long requests under way may take to finish once
+	// Run stops; connections still open then are closed.
+	httpGrace time.Duration
 	// chainDone is closed when no sender runs any more and none will be
 	// started (at once in unicast mode).
 	chainDone chan struct{}
@@ -205,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 		root:      root,
 		clients:   newClients(cfg.Limits.MaxClients, cfg.Limits.InventoryBudget),
 		stopGrace: 5 * time.Second,
+		httpGrace: 3 * time.Second,
 		chainDone: make(chan struct{}),
 		decoding:  make(chan struct{}, 32),
 	}
@@ -296,9 +300,18 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.sessions.setStopping()
 	stopChain()
 	<-s.chainDone
-	shutdown, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), s.httpGrace)
 	defer cancel()
-	if serr := hs.Shutdown(shutdown); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+	serr := hs.Shutdown(shutdown)
+	if errors.Is(serr, context.DeadlineExceeded) {
+		// A connection that is still open is not a failure to stop: a
+		// client's transport may have dialled a spare connection it never
+		// sent a request on, which net/http waits 5 s for. Close it.
+		s.cfg.Log.Printf("http: closing the connections still open %s after stopping", s.httpGrace)
+		hs.Close() // the listener is already closed; its second close's error says nothing
+		serr = nil
+	}
+	if serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
 	return err
