@@ -53,6 +53,11 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("image: want exactly one IMAGE-URL|DIR")
 	}
+	if strings.HasPrefix(*disk, inventory.SerialPrefix) {
+		if err := inventory.CheckDiskName(*disk); err != nil {
+			return fmt.Errorf("image: -disk: %w", err)
+		}
+	}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "imgcast: "+format+"\n", a...) }
 	cfg := imaging.Config{
 		Image: fs.Arg(0), Transfer: imaging.Transfer(*mode), PortBase: *portBase, Interface: *iface, TTL: *ttl,

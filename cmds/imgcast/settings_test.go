@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgcast/imgcast/pkg/inventory"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -117,4 +120,20 @@ func FuzzParseSettings(f *testing.F) {
 		_ = s.serverPort()
 		_ = s.serverAddr()
 	})
+}
+
+// imgcast image -disk takes imgcast.disk's forms; an empty serial is
+// refused before anything starts.
+func TestImageDiskFlagSerial(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := runImage([]string{"-disk", "serial: ", t.TempDir()}, nil, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), `-disk: "serial: " gives no serial number`) {
+		t.Errorf("err = %v", err)
+	}
+	if _, ok := diskFlag("serial:S4EV", time.Second).(inventory.DiskWait); !ok {
+		t.Error("-disk serial:S4EV is not waited for as a disk")
+	}
+	if _, ok := diskFlag("/tmp/disk.raw", time.Second).(inventory.DiskWait); ok {
+		t.Error("-disk /tmp/disk.raw is waited for as a disk, not used as a file")
+	}
 }

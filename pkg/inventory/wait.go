@@ -123,11 +123,8 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 				if d, ok, err := named(disks, w.Named); err == nil && ok && d.SizeBytes >= minSize {
 					return d, nil // appeared without an event
 				}
-			}
-			if w.Named == "" {
-				if d, err := ChooseDisk(disks, minSize); err == nil {
-					return d, nil
-				}
+			} else if d, err := ChooseDisk(disks, minSize); err == nil {
+				return d, nil
 			}
 			return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Waited: time.Since(start), Disks: disks}
 		case <-ctx.Done():
