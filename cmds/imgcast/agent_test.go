@@ -30,7 +30,8 @@ type testAgent struct {
 func newTestAgent(t *testing.T, stdin io.Reader, netUp func(context.Context, netup.Config) (*netup.Network, error)) *testAgent {
 	ta := &testAgent{}
 	a := newAgent(stdin, &ta.out, &ta.out)
-	a.root = testfs.Tree(t, map[string]string{"sys/block/vda/size": "2097152\n", "sys/block/vda/removable": "0\n"}, nil)
+	a.root = testfs.Tree(t, map[string]string{"sys/block/vda/size": "2097152\n", "sys/block/vda/removable": "0\n",
+		"sys/block/vdb/size": "2097152\n", "sys/block/vdb/removable": "0\n", "sys/block/vdb/serial": "LAB0042\n"}, nil)
 	a.moduleRoot = t.TempDir() // never load modules into the test machine's kernel
 	a.netUp = netUp
 	a.keepLease = false
@@ -72,6 +73,8 @@ func TestAgentPaths(t *testing.T) {
 			[]string{`network ready: eth0 10\.0\.0\.123/24 gw 10\.0\.0\.1 .* in [0-9.]+ s since init started \(uptime [0-9.]+ s\)`,
 				"imgcast debug shell", `Network:  eth0 10\.0\.0\.123/24`, `/dev/vda 1 GiB`, `Server:   10\.0\.0\.1   port base 9000`,
 				`udp-receiver --nokbd --portbase 9000 --file /dev/vda`}},
+		{"debug mode, disk named by serial: the banner names its device", "imgcast.mode=debug imgcast.disk=serial:lab0042", upOK, "", nil, 1, power.Reboot,
+			[]string{`/dev/vdb 1 GiB \(serial LAB0042\)`, `udp-receiver --nokbd --portbase 9000 --file /dev/vdb`, `gpt /dev/vdb;`}},
 		{"debug mode then power off", "imgcast.mode=debug imgcast.after=poweroff", upOK, "", nil, 1, power.PowerOff,
 			[]string{"then the machine will power off"}},
 		{"multicast without an image folder: failure path", "imgcast.mode=multicast imgcast.failwait=0", upOK, "", errAny, 0, power.Reboot,

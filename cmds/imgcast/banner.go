@@ -72,9 +72,15 @@ func writeBanner(w io.Writer, in bannerInfo) {
 	if s.Image != "" {
 		fmt.Fprintf(&b, " Image:    %s\n", s.Image)
 	}
-	target := s.Disk
-	if target == "" {
-		target = "/dev/DISK"
+	target := "/dev/DISK"
+	switch {
+	case strings.HasPrefix(s.Disk, "/dev/"):
+		target = s.Disk
+	case s.Disk != "": // serial:…
+		if d, ok, err := inventory.LookupDisk(in.Disks, s.Disk); err == nil && ok {
+			target = d.Path
+		}
+	default:
 		if d, err := inventory.ChooseDisk(in.Disks, 1); err == nil {
 			target = d.Path
 		}

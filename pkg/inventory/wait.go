@@ -77,7 +77,7 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 		}
 		disks, _ := ReadDisks(w.Root)
 		if w.Named != "" {
-			d, ok, err := named(disks, w.Named)
+			d, ok, err := LookupDisk(disks, w.Named)
 			if err != nil {
 				return Disk{}, &DiskError{Named: w.Named, MinSize: minSize, Disks: disks, Err: err}
 			}
@@ -120,7 +120,7 @@ func (w DiskWait) WaitDisk(ctx context.Context, minSize uint64) (Disk, error) {
 		case <-deadline.C:
 			disks, _ = ReadDisks(w.Root)
 			if w.Named != "" {
-				if d, ok, err := named(disks, w.Named); err == nil && ok && d.SizeBytes >= minSize {
+				if d, ok, err := LookupDisk(disks, w.Named); err == nil && ok && d.SizeBytes >= minSize {
 					return d, nil // appeared without an event
 				}
 			} else if d, err := ChooseDisk(disks, minSize); err == nil {
@@ -155,10 +155,10 @@ func CheckDiskName(name string) error {
 	return nil
 }
 
-// named finds the disk name (a /dev path or serial:SERIAL) stands for
-// among disks. A serial that more than one disk reports is an error: some
-// USB bridges and cheap drives all report the same one.
-func named(disks []Disk, name string) (Disk, bool, error) {
+// LookupDisk finds the disk name (a /dev path or serial:SERIAL) stands
+// for among disks. A serial that more than one disk reports is an error:
+// some USB bridges and cheap drives all report the same one.
+func LookupDisk(disks []Disk, name string) (Disk, bool, error) {
 	if serial, ok := strings.CutPrefix(name, SerialPrefix); ok {
 		want := normalizeSerial(serial)
 		var found []Disk
