@@ -53,17 +53,16 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("image: want exactly one IMAGE-URL|DIR")
 	}
-	if strings.HasPrefix(*disk, inventory.SerialPrefix) {
-		if err := inventory.CheckDiskName(*disk); err != nil {
-			return fmt.Errorf("image: -disk: %w", err)
-		}
+	diskSource, err := diskFlag(*disk, *diskTimeout)
+	if err != nil {
+		return fmt.Errorf("image: -disk: %w", err)
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "imgcast: "+format+"\n", a...) }
 	cfg := imaging.Config{
 		Image: fs.Arg(0), Transfer: imaging.Transfer(*mode), PortBase: *portBase, Interface: *iface, TTL: *ttl,
 		FirstStartTimeout: *startTimeout, NextStartTimeout: *nextStartTimeout, ReceiveTimeout: *receiveTimeout,
 		ReportURL: *report, SessionURL: *session, SessionWait: *sessionWait, Console: stdout, ConsoleTTY: isTerminal(stdout), Logf: logf,
-		Disk: diskFlag(*disk, *diskTimeout),
+		Disk: diskSource,
 	}
 	if *verbose {
 		cfg.Debugf = logf
@@ -72,7 +71,6 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("image: -igmp-interval %d is negative (0 turns it off)", *igmpInterval)
 	}
 	cfg.IGMPReportInterval = igmpReportInterval(time.Duration(*igmpInterval) * time.Second)
-	var err error
 	if *pubkey != "" {
 		cfg.PublicKey, err = manifest.LoadPublicKey(*pubkey)
 	} else {
@@ -105,14 +103,19 @@ func runImage(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return runImaging(ctx, cfg)
 }
 
-// diskFlag is -disk's disk source: a /dev disk or serial:SERIAL is waited
-// for and its size checked, like imgcast.disk; another path is an image
-// file used as it is; none is the agent's choice rule.
-func diskFlag(path string, timeout time.Duration) imaging.DiskSource {
+// diskFlag is -disk's disk source: a /dev disk or serial:SERIAL is checked
+// like imgcast.disk, then waited for and its size checked; another path is
+// an image file used as it is; none is the agent's choice rule.
+func diskFlag(path string, timeout time.Duration) (imaging.DiskSource, error) {
 	if path != "" && !strings.HasPrefix(path, "/dev/") && !strings.HasPrefix(path, inventory.SerialPrefix) {
-		return imaging.DiskPath(path)
+		return imaging.DiskPath(path), nil
 	}
-	return inventory.DiskWait{Root: "/", Named: path, Timeout: timeout}
+	if path != "" {
+		if err := inventory.CheckDiskName(path); err != nil {
+			return nil, err
+		}
+	}
+	return inventory.DiskWait{Root: "/", Named: path, Timeout: timeout}, nil
 }
 
 // identity is the MAC and IPv4 address reports name this machine by: those

@@ -130,10 +130,14 @@ func TestImageDiskFlagSerial(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `-disk: "serial: " gives no serial number`) {
 		t.Errorf("err = %v", err)
 	}
-	if _, ok := diskFlag("serial:S4EV", time.Second).(inventory.DiskWait); !ok {
+	if src, err := diskFlag("serial:S4EV", time.Second); err != nil {
+		t.Error(err)
+	} else if _, ok := src.(inventory.DiskWait); !ok {
 		t.Error("-disk serial:S4EV is not waited for as a disk")
 	}
-	if _, ok := diskFlag("/tmp/disk.raw", time.Second).(inventory.DiskWait); ok {
+	if src, err := diskFlag("/tmp/disk.raw", time.Second); err != nil {
+		t.Error(err)
+	} else if _, ok := src.(inventory.DiskWait); ok {
 		t.Error("-disk /tmp/disk.raw is waited for as a disk, not used as a file")
 	}
 }
