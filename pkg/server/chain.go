@@ -87,7 +87,6 @@ func (c *chain) send(ctx context.Context, i int) error {
 			receivers = got
 		}
 	}
-	c.session.update(i, func(x *status.Stream) { x.Expected = receivers })
 	args := c.cfg.Args(i, receivers)
 	cmd := c.command(ctx, c.cfg.Program, args...)
 	// Its own process group, so a Ctrl-C on the terminal reaches only the
@@ -113,13 +112,13 @@ func (c *chain) send(ctx context.Context, i int) error {
 	// Signal the sender's whole process group (its own, see Setpgid). Set
 	// before Start, which hands it to the goroutine that watches ctx.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	c.session.waiting(i, receivers) // before Start: its output may come at once
 	if err := cmd.Start(); err != nil {
 		c.session.finished(i, status.StreamFailed, "", "udp-sender did not start: "+err.Error())
 		return fmt.Errorf("starting %s: %w", c.cfg.Program, err)
 	}
 	pid := cmd.Process.Pid
 	c.log.Printf("%s: pid %d: %s %s", describeStream(s), pid, c.cfg.Program, strings.Join(args, " "))
-	c.session.waiting(i, receivers)
 
 	fed := make(chan error, 1)
 	go func() { fed <- c.feed(stdin, header, s, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }) }()

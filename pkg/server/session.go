@@ -75,9 +75,15 @@ func (st *session) notify() {
 }
 
 // waiting records that stream i's sender runs and waits for expected
-// receivers.
+// receivers. It never moves a stream back: the sender's output is read
+// concurrently, and its "Starting transfer" may already have been seen.
 func (st *session) waiting(i, expected int) {
-	st.update(i, func(s *status.Stream) { s.State, s.Expected = status.StreamWaiting, expected })
+	st.update(i, func(s *status.Stream) {
+		s.Expected = expected
+		if s.State == status.StreamPending {
+			s.State = status.StreamWaiting
+		}
+	})
 	st.notify()
 }
 

@@ -43,6 +43,12 @@ func TestSessionPhases(t *testing.T) {
 			func(st *session) { st.started(0) },
 			func(st *session) { st.update(0, func(s *status.Stream) { s.BytesSent = 450 }) }},
 			phase: status.Sending, current: 0, msg: []string{"sending partition 1 (d1p1.img, 1 of 2) on port 9000 to 2 receivers (45%)", "started at 10:02:03"}},
+		// The sender's output is read concurrently with the chain, so
+		// "Starting transfer" can be seen before the chain marks it waiting.
+		{name: "started before marked waiting", mode: ModeMulticast, steps: []step{
+			func(st *session) { st.connected(0, "0", "10.0.0.11"); st.connected(0, "1", "10.0.0.12") },
+			func(st *session) { st.started(0) }, func(st *session) { st.waiting(0, 2) }},
+			phase: status.Sending, current: 0, msg: []string{"sending partition 1 (d1p1.img, 1 of 2) on port 9000 to 2 receivers (0%)"}},
 		{name: "receiver dropped", mode: ModeMulticast, steps: []step{waiting(0),
 			func(st *session) { st.connected(0, "0", "10.0.0.11"); st.connected(0, "1", "10.0.0.12") },
 			func(st *session) { st.started(0); st.dropped(0, "1") }},
