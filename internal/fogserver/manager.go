@@ -381,11 +381,12 @@ func (s Sender) Start(ctx context.Context, command CommandFunc, log io.Writer) (
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
+	// Set before Start: the goroutine Start leaves watching ctx reads it.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the sender chain: %w", err)
 	}
 	r := &Run{PID: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	cmd.Cancel = func() error { return syscall.Kill(-r.PID, syscall.SIGTERM) }
 	go func() {
 		r.err = cmd.Wait()
 		close(r.done)
