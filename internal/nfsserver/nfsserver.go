@@ -57,6 +57,9 @@ func (s *Server) Storage() string { return s.IP.String() + ":" + Export + "/" }
 // ("insecure"); the rest has no meaning for a read-only ganesha export.
 // Mount_Path_Pseudo makes an NFSv3 mount of SERVER:/images match the
 // Pseudo path, as a v3 client of FOG mounts it. No NLM: FOS mounts nolock.
+// Attr_Expiration_Time = 0: ganesha otherwise serves its cached view of the
+// store for 60 s, and a file a test removes (.mntcheck) would still be
+// found; knfsd, which FOG runs, has no such cache.
 const configTemplate = `NFS_CORE_PARAM {
 	Protocols = 3, 4;
 	NFS_Port = 2049;
@@ -83,6 +86,7 @@ EXPORT {
 	Squash = No_Root_Squash;
 	SecType = sys;
 	Manage_Gids = false;
+	Attr_Expiration_Time = 0;
 	FSAL { Name = VFS; }
 	CLIENT { Clients = *; Access_Type = RO; }
 }

@@ -61,6 +61,14 @@ func TestServesFOGStore(t *testing.T) {
 	if _, err := srv.Cat(client, "lab/missing.img"); err == nil {
 		t.Error("a missing file was read")
 	}
+	// A file removed in the store is gone over NFS at once, as with knfsd:
+	// tests take .mntcheck away between boots of one lab.
+	if err := os.Remove(filepath.Join(store, ".mntcheck")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Cat(client, ".mntcheck"); err == nil {
+		t.Error(".mntcheck was still served after it was removed from the store")
+	}
 	// Read-only, as FOG exports /images.
 	src := filepath.Join(t.TempDir(), "new")
 	os.WriteFile(src, []byte("x"), 0o644)
